@@ -1,0 +1,114 @@
+"""The gtn-nas command line, end to end in a temporary directory."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from conftest import EXAMPLE_PLUGIN
+from gtn_nas import __version__
+from gtn_nas.cli import main
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_version_through_the_installed_console_script():
+    exe = shutil.which("gtn-nas")
+    assert exe, "the console script is installed"
+    done = subprocess.run([exe, "--version"], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == f"gtn-nas {__version__}"
+
+
+def test_space_show_preset_prints_layers_params_and_flops(capsys):
+    code, out, _ = run(capsys, "space", "show", "--preset", "s_nas_m")
+    assert code == 0
+    assert "layer3     ResBlock (x2)  64    128   5       2" in out
+    assert "layer4     IdentityLayer  128   128" in out
+    assert "total: 7,017,140 parameters, 698.31 MFLOPs" in out
+
+
+def test_space_show_json_and_summary(capsys):
+    code, out, _ = run(capsys, "space", "show", "--preset", "s_nas_s", "--json")
+    data = json.loads(out)
+    assert code == 0 and data["params"] == sum(layer["params"] for layer in data["layers"])
+    assert data["flops"] == sum(layer["flops"] for layer in data["layers"])
+    code, out, _ = run(capsys, "space", "show")
+    assert code == 0 and "262,144 distinct students" in out and "layer6/depth" in out
+
+
+def test_sample_then_show_the_sample_file(capsys, tmp_path):
+    target = tmp_path / "student.yaml"
+    code, out, _ = run(capsys, "space", "sample", "--seed", "3", "--width-mult", "0.25",
+                       "--out", str(target))
+    assert code == 0 and target.is_file()
+    assert yaml.safe_load(target.read_text())["seed"] == 3
+    code, out, _ = run(capsys, "space", "show", "--width-mult", "0.25", "--sample", str(target))
+    assert code == 0 and "total:" in out
+    code, out, _ = run(capsys, "space", "sample", "--seed", "3", "--width-mult", "0.25")
+    assert yaml.safe_load(out)["sample"] == yaml.safe_load(target.read_text())["sample"]
+
+
+def test_spaces_lists_built_ins(capsys):
+    code, out, _ = run(capsys, "spaces")
+    assert code == 0
+    assert "resnet_supernet  262,144" in out and "mbconv" in out
+
+
+def test_file_plugin_on_the_command_line(capsys):
+    code, out, _ = run(capsys, "space", "show", "--space", EXAMPLE_PLUGIN, "--preset", "all_sep3")
+    assert code == 0 and "SeparableConv" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["space", "show", "--space", "nope"], "unknown search space 'nope'"),
+    (["space", "show", "--preset", "s_nas_xl"], "unknown preset 's_nas_xl'"),
+    (["space", "show", "--width-mult", "-1"], "width_mult must be > 0"),
+    (["space", "show", "--space", "missing.py:factory"], "no such file"),
+    (["demo", "--data", "cifar100", "--data-root", "{tmp}"], "cifar-100-python"),
+    (["demo", "--data", "digitz"], "unknown dataset 'digitz' (did you mean: digits?)"),
+])
+def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, argv, message):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    code, out, err = run(capsys, *argv)
+    assert code == 2
+    assert message in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_bad_sample_file_and_broken_plugin(capsys, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("layer1/op: [\n")
+    code, _, err = run(capsys, "space", "show", "--sample", str(bad))
+    assert code == 2 and "malformed YAML" in err and str(bad) in err
+    out_of_range = tmp_path / "range.yaml"
+    out_of_range.write_text("layer1/op: resblock\nlayer1/kernel: 7\nlayer1/depth: 2\n")
+    code, _, err = run(capsys, "space", "show", "--sample", str(out_of_range))
+    assert code == 2 and "layer1/kernel: 7 is not allowed (allowed: 3, 5)" in err
+    broken = tmp_path / "broken.py"
+    broken.write_text("import not_a_module_anywhere\n")
+    code, _, err = run(capsys, "space", "show", "--space", f"{broken}:factory")
+    assert code == 2 and "failed to import: ModuleNotFoundError" in err
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "gtn_nas.cli", "--debug", "space", "show",
+                           "--space", "nope"], capture_output=True, text=True)
+    assert done.returncode != 0 and "Traceback" in done.stderr
+
+
+def test_demo_runs_the_main_job_on_digits(capsys, tmp_path):
+    out_dir = tmp_path / "demo"
+    code, out, _ = run(capsys, "demo", "--out", str(out_dir), "--seed", "1")
+    assert code == 0
+    assert {p.name for p in out_dir.iterdir()} == {"student.yaml", "student.pt", "student.onnx"}
+    assert "digits: 1258 train / 180 val / 359 test images" in out
+    assert "max |ORT - PyTorch|" in out
