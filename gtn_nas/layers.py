@@ -169,7 +169,30 @@ def describe_module(module: nn.Module, prefix: str = "") -> list[tuple[str, Laye
     if callable(describe):
         return [(f"{prefix}.{row.part}" if prefix and row.part else row.part or prefix, row)
                 for row in describe()]
+    children = list(module.named_children())
+    if not children:
+        has_weights = any(True for _ in module.parameters(recurse=False))
+        return [(prefix, _generic_row(module))] if has_weights or isinstance(
+            module, (nn.AdaptiveAvgPool2d, nn.AvgPool2d, nn.MaxPool2d)) else []
     rows: list[tuple[str, LayerRow]] = []
-    for name, child in module.named_children():
+    for name, child in children:
         rows.extend(describe_module(child, f"{prefix}.{name}" if prefix else name))
     return rows
+
+
+def _generic_row(module: nn.Module) -> LayerRow:
+    """A row for a plain torch layer without ``describe()`` (so no parameters go unlisted)."""
+    def first(*names: str) -> int:
+        for name in names:
+            value = getattr(module, name, None)
+            if isinstance(value, int):
+                return value
+        return 0
+
+    kernel = getattr(module, "kernel_size", None)
+    stride = getattr(module, "stride", None)
+    return LayerRow(type(module).__name__,
+                    first("in_channels", "in_features", "num_features"),
+                    first("out_channels", "out_features", "num_features"),
+                    kernel[0] if isinstance(kernel, tuple) else kernel,
+                    stride[0] if isinstance(stride, tuple) else stride)

@@ -40,6 +40,14 @@ def is_file_spec(spec: str) -> bool:
     return bool(sep) and path.endswith(".py")
 
 
+def resolve_spec(spec: str) -> str:
+    """A registered name unchanged; a file plugin with its file as an absolute path."""
+    if not is_file_spec(spec):
+        return spec
+    path, _, attr = spec.rpartition(":")
+    return f"{Path(path).expanduser().resolve()}:{attr}"
+
+
 def load_file_factory(spec: str) -> Callable[..., SupernetSpace]:
     """Imports ``path/to/file.py`` and returns its attribute ``factory``.
 
@@ -63,7 +71,7 @@ def load_file_factory(spec: str) -> Callable[..., SupernetSpace]:
         sys.modules[module_name] = module
         try:
             module_spec.loader.exec_module(module)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # a plugin must not end the process silently
             del sys.modules[module_name]
             raise PluginError(f"plugin '{spec}' failed to import: {type(exc).__name__}: {exc}") \
                 from exc
@@ -89,7 +97,9 @@ def build_space(spec: str = DEFAULT_SPACE, **options: Any) -> SupernetSpace:
         ConfigError: unknown name or option.
         PluginError: the plugin fails or returns something that is not a search space.
     """
+    spec = resolve_spec(spec)
     factory = get_factory(spec)
+    check_common_options(options)
     _check_options(spec, factory, options)
     try:
         space = factory(**options)
@@ -97,7 +107,7 @@ def build_space(spec: str = DEFAULT_SPACE, **options: Any) -> SupernetSpace:
         raise
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"search space '{spec}': {exc}") from exc
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         raise PluginError(f"search space '{spec}' failed to build: {type(exc).__name__}: {exc}") \
             from exc
     if not isinstance(space, SupernetSpace):
@@ -105,12 +115,44 @@ def build_space(spec: str = DEFAULT_SPACE, **options: Any) -> SupernetSpace:
                           f"gtn_nas.space.SupernetSpace")
     space.spec = spec
     try:
-        space.check_blocks()
-        for name, sample in space.presets.items():
-            space.validate(sample, where=f"preset {name}")
+        check_contract(space)
     except Exception as exc:
         raise PluginError(f"search space '{spec}' breaks the contract: {exc}") from exc
     return space
+
+
+# Bounds of the options every space takes: wide enough for any real use, narrow enough that a
+# typo fails with a message instead of an allocation error deep inside torch.
+COMMON_OPTION_BOUNDS = {"num_classes": (1, 1_000_000), "in_channels": (1, 64),
+                        "input_size": (1, 4096), "width_mult": (1e-3, 16.0)}
+
+
+def check_common_options(options: dict[str, Any]) -> None:
+    """Validates ``num_classes``, ``in_channels``, ``input_size``, ``width_mult`` once, for all
+    spaces."""
+    for key, (low, high) in COMMON_OPTION_BOUNDS.items():
+        if key not in options:
+            continue
+        value = options[key]
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if key != "width_mult" and not isinstance(value, int):
+            numeric = False
+        if not numeric or not low <= value <= high:
+            kind = "a number" if key == "width_mult" else "an integer"
+            raise ConfigError(f"{key} must be {kind} in [{low}, {high}], got {value!r}")
+
+
+def check_contract(space: SupernetSpace) -> None:
+    """What every space must satisfy beyond its type (raises with the first violation)."""
+    space.check_blocks()
+    declared = list(space.choices())
+    owned = [label for unit in space.units.values() for label in unit.labels()]
+    if sorted(declared) != sorted(owned):
+        stray = sorted(set(declared) - set(owned))
+        raise ValueError(f"every choice must belong to a unit (registered with the unit's "
+                         f"add_mutable); not owned by a unit: {', '.join(stray) or '-'}")
+    for name, sample in space.presets.items():
+        space.validate(sample, where=f"preset {name}")
 
 
 def _check_options(spec: str, factory: Callable[..., Any], options: dict[str, Any]) -> None:

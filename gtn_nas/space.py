@@ -70,6 +70,10 @@ class SupernetUnit(MutableModule):
         """
         raise NotImplementedError
 
+    def out_channels(self, sample: Mapping[str, Any], in_channels: int) -> int:
+        """Output width for ``sample`` and the given input width (override for speed)."""
+        return self.materialize(sample, in_channels, False)[1]
+
     def canonical(self, sample: Mapping[str, Any]) -> dict[str, Any]:
         """This unit's values with choices the sample makes irrelevant set to their defaults."""
         return {label: sample[label] for label in self.labels()}
@@ -94,6 +98,19 @@ class SupernetSpace(ModelSpace):
         self.block_units: tuple[tuple[str, ...], ...] = ()
         self.presets: dict[str, Sample] = {}
         self.spec = type(self).__name__  # set by build_space to the name it was built from
+
+    @classmethod
+    def create_fixed_module(cls, sample: dict, *args: Any, **kwargs: Any) -> nn.Module:
+        """NNI's hook for building the space inside ``model_context(sample)``.
+
+        NNI's execution engines re-instantiate a space under the sample a strategy chose
+        (``SimplifiedModelSpace.executable_model``); the result must be that student, not the
+        whole supernet. The space is built as usual and frozen: a plain student with fresh
+        weights.
+        """
+        space = nn.Module.__new__(cls)  # skip MutableModule.__new__, which would recurse here
+        space.__init__(*args, **kwargs)
+        return space.freeze({k: v for k, v in sample.items() if not k.startswith("__")})
 
     # ------------------------------------------------------------------ choices and samples
     def choices(self) -> dict[str, tuple[Any, ...]]:
@@ -152,6 +169,8 @@ class SupernetSpace(ModelSpace):
 
     def sample(self, seed: int) -> Sample:
         """A random student, each label drawn uniformly by NNI from ``seed``; canonical form."""
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 32:
+            raise ConfigError(f"seed must be an integer in [0, 2**32), got {seed!r}")
         rng = np.random.RandomState(seed)
         mutables = self.__dict__.get("_simplified")
         if mutables is None:
@@ -196,7 +215,12 @@ class SupernetSpace(ModelSpace):
         return counts
 
     def size(self) -> int:
-        """The number of distinct students (canonical samples) in the space."""
+        """The number of distinct canonical samples (students as labelled) in the space.
+
+        Two different samples can still compute the same function (the paper's space: an
+        ``identity`` where the shape is kept is a parameter-free pass-through, like ``zero``);
+        this counts architectures as the labels describe them.
+        """
         return math.prod(self.unit_configurations().values())
 
     # ------------------------------------------------------------------ models
@@ -244,14 +268,51 @@ class SupernetSpace(ModelSpace):
         return student
 
     def block_channels(self, sample: Mapping[str, Any]) -> list[int]:
-        """Output width of each of the 4 blocks for ``sample`` (the widths at the cuts)."""
+        """Output width of each of the 4 blocks for ``sample`` (the first 3 are the cut widths)."""
         sample = self.validate(sample)
         widths, channels = [], self.in_channels
         for group in self.block_units:
             for name in group:
-                _, channels = self.units[name].materialize(sample, channels, False)
+                channels = self.units[name].out_channels(sample, channels)
             widths.append(channels)
         return widths
+
+    def max_block_channels(self) -> list[int]:
+        """The widest output each block can have over all samples."""
+        choices = self.choices()
+        possible, widest = {self.in_channels}, []
+        for group in self.block_units:
+            for name in group:
+                unit = self.units[name]
+                labels = unit.labels()
+                configs = [dict(zip(labels, values))
+                           for values in itertools.product(*(choices[lb] for lb in labels))]
+                possible = {unit.out_channels(config, width) for width in possible
+                            for config in configs}
+            widest.append(max(possible))
+        return widest
+
+    @property
+    def reference_sample(self) -> Sample:
+        """The student whose block shapes define the nominal shapes at the cuts (for grafting).
+
+        Default: the first preset, else :meth:`default_sample`; spaces with layers that can be
+        dropped should name a student that keeps every stride.
+        """
+        return self.preset(next(iter(self.presets))) if self.presets else self.default_sample()
+
+    def block_shapes(self, sample: Mapping[str, Any]) -> list[tuple[int, int, int]]:
+        """(C, H, W) at the output of each block for ``sample`` at the space's input size."""
+        student = self.freeze(sample, seed=0).eval()
+        modules = dict(student.named_children())
+        shapes, x = [], self.example_input()
+        with torch.no_grad():
+            for group in self.block_units:
+                for name in group:
+                    if name in modules:
+                        x = modules[name](x)
+                shapes.append(tuple(x.shape[1:]))
+        return shapes
 
     def check_blocks(self) -> None:
         """Raises ConfigError unless :attr:`block_units` splits :attr:`units` into 4 groups."""

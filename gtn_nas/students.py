@@ -21,27 +21,13 @@ import torch
 import yaml
 from torch import nn
 
+from gtn_nas.config import read_yaml
 from gtn_nas.errors import ConfigError, SampleError
 from gtn_nas.fileio import atomic_torch_save, atomic_write_text
+from gtn_nas.plugins import resolve_spec
 from gtn_nas.space import Sample, SupernetSpace
 
 CHECKPOINT_FORMAT = "gtn-nas-student/1"
-
-
-def read_yaml(path: str | os.PathLike, what: str = "file") -> Any:
-    """``yaml.safe_load`` of ``path`` (JSON is YAML too) with one-line errors."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{what} {path} does not exist")
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{where}: malformed YAML/JSON: {problem}") from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not a text file ({exc.reason})") from exc
 
 
 def load_sample_file(path: str | os.PathLike, space: SupernetSpace) -> Sample:
@@ -55,9 +41,11 @@ def load_sample_file(path: str | os.PathLike, space: SupernetSpace) -> Sample:
         SampleError: labels or values outside the space (naming the file).
     """
     data = read_yaml(path, "sample file")
+    if data is None:
+        raise SampleError(f"{path}: the file is empty (expected a mapping label -> value)")
     if isinstance(data, Mapping) and "sample" in data:
         declared = data.get("space")
-        if declared is not None and declared != space.spec:
+        if declared is not None and resolve_spec(str(declared)) != space.spec:
             raise ConfigError(f"{path}: sample of space '{declared}', not '{space.spec}' "
                               f"(pass --space {declared})")
         data = data["sample"]
@@ -94,13 +82,19 @@ class LoadedStudent:
     extra: dict[str, Any]
 
 
-def load_student(path: str | os.PathLike) -> LoadedStudent:
+def load_student(path: str | os.PathLike, space: SupernetSpace | None = None) -> LoadedStudent:
     """Loads a checkpoint written by :func:`save_student` (``weights_only=True``).
 
+    Args:
+        path: The checkpoint.
+        space: The space to rebuild the student in. Without it, the checkpoint's space is built
+            by name; a checkpoint naming a *file* plugin is refused (loading a checkpoint must
+            not run code the user did not name): build that space yourself and pass it.
+
     Raises:
-        ConfigError: missing, corrupt or foreign file.
+        ConfigError: missing, corrupt or foreign file, or an untrusted plugin file.
     """
-    from gtn_nas.plugins import build_space  # plugins import space; avoid a cycle at import
+    from gtn_nas.plugins import build_space, is_file_spec
 
     path = Path(path)
     if not path.is_file():
@@ -113,8 +107,17 @@ def load_student(path: str | os.PathLike) -> LoadedStudent:
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ConfigError(f"{path}: not a gtn-nas student checkpoint (format "
                           f"{CHECKPOINT_FORMAT} expected)")
-    space = build_space(payload["space"], **payload["options"])
-    model = space.freeze(payload["sample"])
+    spec, options = payload.get("space"), payload.get("options")
+    if not isinstance(spec, str) or not isinstance(options, Mapping) or not isinstance(
+            payload.get("sample"), Mapping) or not isinstance(payload.get("state_dict"), Mapping):
+        raise ConfigError(f"{path}: damaged student checkpoint (space, options, sample and "
+                          f"state_dict are required)")
+    if space is None:
+        if is_file_spec(spec):
+            raise ConfigError(f"{path} was made with the plugin file {spec}; it is not run "
+                              f"implicitly: build that space and pass it (CLI: --space {spec})")
+        space = build_space(spec, **options)
+    model = space.freeze(space.validate(payload["sample"], where=str(path)))
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:
@@ -122,7 +125,7 @@ def load_student(path: str | os.PathLike) -> LoadedStudent:
                           f"{str(exc).splitlines()[0]}") from exc
     extra = {k: v for k, v in payload.items()
              if k not in ("format", "space", "options", "sample", "state_dict")}
-    return LoadedStudent(model, space.validate(payload["sample"]), space, extra)
+    return LoadedStudent(model, space.validate(payload["sample"], where=str(path)), space, extra)
 
 
 def _plain(value: Any) -> Any:

@@ -42,20 +42,23 @@ class StemUnit(SupernetUnit):
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
         super().__init__()
-        self.in_channels, self.out_channels = in_channels, out_channels
+        self.in_channels, self.width = in_channels, out_channels
         self.stem = ConvBN(in_channels, out_channels, kernel_size=3, stride=stride)
 
     def forward(self, x: torch.Tensor, sample: Mapping[str, Any]) -> torch.Tensor:
         return self.stem(x)
+
+    def out_channels(self, sample: Mapping[str, Any], in_channels: int) -> int:
+        return self.width
 
     def materialize(self, sample: Mapping[str, Any], in_channels: int,
                     inherit_weights: bool) -> tuple[nn.Module, int]:
         if in_channels != self.in_channels:
             raise ValueError(f"stem expects {self.in_channels} input channels, got {in_channels}")
         if inherit_weights:
-            return copy.deepcopy(self.stem), self.out_channels
+            return copy.deepcopy(self.stem), self.width
         conv = self.stem.conv
-        return ConvBN(self.in_channels, self.out_channels, 3, conv.stride[0]), self.out_channels
+        return ConvBN(self.in_channels, self.width, 3, conv.stride[0]), self.width
 
 
 class ClassifierHeadUnit(SupernetUnit):
@@ -68,6 +71,9 @@ class ClassifierHeadUnit(SupernetUnit):
 
     def forward(self, x: torch.Tensor, sample: Mapping[str, Any]) -> torch.Tensor:
         return self.head(x)
+
+    def out_channels(self, sample: Mapping[str, Any], in_channels: int) -> int:
+        return self.num_classes
 
     def materialize(self, sample: Mapping[str, Any], in_channels: int,
                     inherit_weights: bool) -> tuple[nn.Module, int]:
@@ -106,10 +112,13 @@ class CandidateUnit(SupernetUnit):
             self.choice = self.add_mutable(nni.choice(name, list(candidates)))
         self.builders = dict(candidates)
         self.candidates = nn.ModuleDict({key: build() for key, build in candidates.items()})
-        self.in_channels, self.out_channels = in_channels, out_channels
+        self.in_channels, self.width = in_channels, out_channels
 
     def forward(self, x: torch.Tensor, sample: Mapping[str, Any]) -> torch.Tensor:
         return self.candidates[sample[self.choice.label]](x)
+
+    def out_channels(self, sample: Mapping[str, Any], in_channels: int) -> int:
+        return self.width
 
     def materialize(self, sample: Mapping[str, Any], in_channels: int,
                     inherit_weights: bool) -> tuple[nn.Module, int]:
@@ -118,4 +127,4 @@ class CandidateUnit(SupernetUnit):
                              f"channels, got {in_channels}")
         key = sample[self.choice.label]
         module = copy.deepcopy(self.candidates[key]) if inherit_weights else self.builders[key]()
-        return module, self.out_channels
+        return module, self.width

@@ -79,13 +79,16 @@ class SearchableStage(SupernetUnit):
             self.kernel = self.add_mutable(nni.choice("kernel", list(KERNELS)))
             self.expand = self.add_mutable(nni.choice("expand", list(EXPANDS)))
             self.depth = self.add_mutable(nni.choice("depth", list(DEPTHS)))
-        self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
+        self.in_channels, self.width, self.stride = in_channels, out_channels, stride
         self.stacks = nn.ModuleDict({
             f"k{k}_e{e}": MBConvStage(in_channels, out_channels, k, stride, e, max(DEPTHS))
             for k in KERNELS for e in EXPANDS})
 
     def _choice(self, sample: Mapping[str, Any]) -> tuple[int, int, int]:
         return (sample[self.kernel.label], sample[self.expand.label], sample[self.depth.label])
+
+    def out_channels(self, sample: Mapping[str, Any], in_channels: int) -> int:
+        return self.width
 
     def forward(self, x: torch.Tensor, sample: Mapping[str, Any]) -> torch.Tensor:
         kernel, expand, depth = self._choice(sample)
@@ -98,12 +101,12 @@ class SearchableStage(SupernetUnit):
         if in_channels != self.in_channels:
             raise ValueError(f"stage takes {self.in_channels} channels, got {in_channels}")
         kernel, expand, depth = self._choice(sample)
-        stage = MBConvStage(in_channels, self.out_channels, kernel, self.stride, expand, depth)
+        stage = MBConvStage(in_channels, self.width, kernel, self.stride, expand, depth)
         if inherit_weights:
             shared = self.stacks[f"k{kernel}_e{expand}"]
             for target, source in zip(stage, shared):
                 target.load_state_dict(copy.deepcopy(source.state_dict()))
-        return stage, self.out_channels
+        return stage, self.width
 
 
 class MBConvSpace(SupernetSpace):

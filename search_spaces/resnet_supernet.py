@@ -92,14 +92,17 @@ class ReconfigurableLayer(SupernetUnit):
             self.op = self.add_mutable(nni.choice("op", list(OPS)))
             self.kernel = self.add_mutable(nni.choice("kernel", list(kernels)))
             self.depth = self.add_mutable(nni.choice("depth", list(depths)))
-        self.out_channels, self.stride = out_channels, stride
+        self.width, self.stride = out_channels, stride
         self.resblocks = nn.ModuleDict({
             f"k{k}": ElasticResBlock(max_in_channels, out_channels, k, stride, max(depths))
             for k in kernels})
         self.projection = ElasticConvBN(max_in_channels, out_channels, 1, stride, relu=False)
 
     def _keeps_shape(self, in_channels: int) -> bool:
-        return self.stride == 1 and in_channels == self.out_channels
+        return self.stride == 1 and in_channels == self.width
+
+    def out_channels(self, sample: Mapping[str, Any], in_channels: int) -> int:
+        return in_channels if sample[self.op.label] == "zero" else self.width
 
     def forward(self, x: torch.Tensor, sample: Mapping[str, Any]) -> torch.Tensor:
         op = sample[self.op.label]
@@ -117,15 +120,15 @@ class ReconfigurableLayer(SupernetUnit):
         if op == "identity":
             if self._keeps_shape(in_channels):
                 return PassThrough(in_channels), in_channels
-            module: nn.Module = Projection(in_channels, self.out_channels, self.stride)
+            module: nn.Module = Projection(in_channels, self.width, self.stride)
             source: nn.Module = self.projection
         else:
             kernel, depth = sample[self.kernel.label], sample[self.depth.label]
-            module = ResBlock(in_channels, self.out_channels, kernel, self.stride, depth)
+            module = ResBlock(in_channels, self.width, kernel, self.stride, depth)
             source = self.resblocks[f"k{kernel}"]
         if inherit_weights:
             copy_leading_slices(source, module)
-        return module, self.out_channels
+        return module, self.width
 
     def canonical(self, sample: Mapping[str, Any]) -> dict[str, Any]:
         values = super().canonical(sample)
@@ -179,6 +182,13 @@ class ResNetSupernet(SupernetSpace):
                             ("layer6", "head"))
         self.presets = {name: dict(sample) for name, sample in PRESETS.items()} \
             if tuple(kernels) == KERNELS and tuple(depths) == DEPTHS else {}
+
+    @property
+    def reference_sample(self) -> dict[str, Any]:
+        """Every layer a ResBlock (all strides kept): the nominal shapes at the cuts."""
+        return self.validate({f"layer{i}/op": "resblock" for i in range(1, 7)}
+                             | {f"layer{i}/kernel": 3 for i in range(1, 7)}
+                             | {f"layer{i}/depth": 2 for i in range(1, 7)})
 
 
 def _check_positive(name: str, value: int) -> None:

@@ -70,5 +70,39 @@ def test_unknown_space_and_option():
         build_space("resnet_supernt")
     with pytest.raises(ConfigError, match="has no option 'depth_mult'"):
         build_space("resnet_supernet", depth_mult=2)
-    with pytest.raises(ConfigError, match="num_classes must be a positive integer"):
+    with pytest.raises(ConfigError, match=r"num_classes must be an integer in \[1, 1000000\]"):
         build_space("resnet_supernet", num_classes=0)
+
+
+def test_choices_outside_units_break_the_contract(tmp_path):
+    spec = _write(tmp_path, """
+        import nni
+        from nni.mutable import label_scope
+        from nni.nas.nn.pytorch import LayerChoice
+        from torch import nn
+        from gtn_nas.space import SupernetSpace
+        from gtn_nas.units import StemUnit, ClassifierHeadUnit
+
+        class Stray(SupernetSpace):
+            def __init__(self, **kw):
+                super().__init__()
+                self.units["stem"] = StemUnit(3, 8)
+                self.units["a"] = StemUnit(8, 8)
+                self.units["b"] = StemUnit(8, 8)
+                self.units["head"] = ClassifierHeadUnit(8, 16, 10)
+                self.block_units = (("stem",), ("a",), ("b",), ("head",))
+                self.extra = LayerChoice([nn.Identity(), nn.ReLU()], label="blk")
+
+        def factory(**kw):
+            return Stray()
+    """) + ":factory"
+    with pytest.raises(PluginError, match="not owned by a unit: blk"):
+        build_space(spec)
+
+
+def test_common_options_are_checked_for_every_space():
+    for spec in ("resnet_supernet", "mbconv", EXAMPLE_PLUGIN):
+        with pytest.raises(ConfigError, match="num_classes must be an integer"):
+            build_space(spec, num_classes=0)
+        with pytest.raises(ConfigError, match="width_mult must be a number"):
+            build_space(spec, width_mult=-1)

@@ -113,5 +113,5 @@ def test_width_multiplier_and_resolution_are_parameters():
     rows = [r for _, r in describe_module(student)]
     assert rows[0].out_channels == 8 and rows[-1].out_channels == 7
     assert student(torch.randn(1, 3, 16, 16)).shape == (1, 7)
-    with pytest.raises(Exception, match="width_mult must be > 0"):
+    with pytest.raises(Exception, match="width_mult must be a number"):
         build_space("resnet_supernet", width_mult=0)

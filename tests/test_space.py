@@ -29,6 +29,28 @@ def test_space_is_an_nni_model_space(small_space):
     assert isinstance(model, torch.nn.Sequential)
 
 
+def test_nni_execution_engine_evaluates_the_sampled_students(small_space):
+    """NNI's strategies rebuild the space under model_context(sample): they must get that
+    student (fresh weights), not the whole supernet on a default path."""
+    from nni.nas.evaluator import FunctionalEvaluator
+    from nni.nas.space import SimplifiedModelSpace
+
+    seen = []
+
+    def evaluate(model):
+        seen.append(model)
+
+    simplified = SimplifiedModelSpace.from_model(small_space, FunctionalEvaluator(evaluate))
+    for seed in (1, 2):
+        sample = small_space.sample(seed)
+        model = simplified.freeze(sample).executable_model()
+        assert isinstance(model, torch.nn.Sequential)
+        expected = small_space.freeze(sample)
+        assert list(dict(model.named_children())) == list(dict(expected.named_children()))
+        assert {k: v.shape for k, v in model.state_dict().items()} == {
+            k: v.shape for k, v in expected.state_dict().items()}
+
+
 def test_seeded_sampling_is_reproducible(small_space):
     first = [small_space.sample(seed) for seed in range(20)]
     again = [small_space.sample(seed) for seed in range(20)]
@@ -96,7 +118,7 @@ def test_save_reload_weights_only(small_space, tmp_path):
     path = save_student(tmp_path / "student.pt", student, small_space, sample)
     payload = torch.load(path, weights_only=True)  # no pickled modules inside
     assert payload["sample"] == sample
-    loaded = load_student(path)
+    loaded = load_student(path, space=small_space)
     assert loaded.sample == sample
     x = torch.randn(2, small_space.in_channels, small_space.input_size, small_space.input_size)
     with torch.no_grad():
@@ -107,6 +129,11 @@ def test_save_reload_weights_only(small_space, tmp_path):
 def test_onnx_export_matches_pytorch(small_space, tmp_path, seed):
     sample = small_space.sample(seed)
     student = small_space.freeze(sample, seed=seed).eval()
+    generator = torch.Generator().manual_seed(seed)
+    for module in student.modules():  # trained-looking BN statistics, not the identity ones
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.normal_(0, 0.5, generator=generator)
+            module.running_var.uniform_(0.5, 2.0, generator=generator)
     path = export_onnx(student, tmp_path / "student.onnx", small_space.example_input())
     x = torch.randn(5, small_space.in_channels, small_space.input_size, small_space.input_size)
     assert check_parity(student, path, x) <= 1e-4  # batch 5 also checks the dynamic batch axis

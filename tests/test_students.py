@@ -70,3 +70,26 @@ def test_checkpoint_keeps_extra_fields(space, tmp_path):
     assert load_student(path).extra == {"accuracy": 0.5}
     assert yaml.safe_load(save_sample_file(tmp_path / "x.yaml", sample, space).read_text())[
         "options"]["kernels"] == [3, 5]
+
+
+def test_checkpoints_of_file_plugins_do_not_run_code_implicitly(tmp_path):
+    from conftest import EXAMPLE_PLUGIN
+
+    space = build_space(EXAMPLE_PLUGIN, width_mult=0.25)
+    sample = space.preset("all_conv3")
+    path = save_student(tmp_path / "s.pt", space.freeze(sample), space, sample)
+    with pytest.raises(ConfigError, match="is not run implicitly"):
+        load_student(path)
+    assert load_student(path, space=space).sample == sample
+    # the spec is stored resolved, so the same file works from any working directory
+    assert torch.load(path, weights_only=True)["space"].startswith("/")
+
+
+def test_damaged_checkpoint_fields(space, tmp_path):
+    sample = space.sample(0)
+    path = save_student(tmp_path / "s.pt", space.freeze(sample), space, sample)
+    payload = torch.load(path, weights_only=True)
+    del payload["options"]
+    torch.save(payload, path)
+    with pytest.raises(ConfigError, match="damaged student checkpoint"):
+        load_student(path)
