@@ -32,9 +32,9 @@ def _space_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def _add_space_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("search space")
-    group.add_argument("--space", default="resnet_supernet",
+    group.add_argument("--space",
                        help="registered name (see `gtn-nas spaces`) or path/to/file.py:factory "
-                            "(default: %(default)s)")
+                            "(default: resnet_supernet, or the one a --sample file names)")
     group.add_argument("--width-mult", type=float, help="channel width multiplier")
     group.add_argument("--num-classes", type=int, help="classifier outputs")
     group.add_argument("--input-size", type=int, help="input resolution (square)")
@@ -42,9 +42,25 @@ def _add_space_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _build_space(args: argparse.Namespace):
-    from gtn_nas.plugins import build_space
+    from gtn_nas.plugins import DEFAULT_SPACE, build_space
 
-    return build_space(args.space, **_space_options(args))
+    return build_space(args.space or DEFAULT_SPACE, **_space_options(args))
+
+
+def _defaults_from_sample_file(args: argparse.Namespace) -> None:
+    """A sample file written by gtn-nas names its space and options: use them unless the
+    command line says otherwise."""
+    from gtn_nas.config import read_yaml
+
+    data = read_yaml(args.sample, "sample file")
+    if not isinstance(data, dict) or "sample" not in data:
+        return
+    if args.space is None and isinstance(data.get("space"), str):
+        args.space = data["space"]
+    options = data.get("options") if isinstance(data.get("options"), dict) else {}
+    for key in ("num_classes", "in_channels", "input_size", "width_mult"):
+        if getattr(args, key) is None and key in options:
+            setattr(args, key, options[key])
 
 
 def _out(text: str) -> None:
@@ -59,7 +75,7 @@ def cmd_spaces(args: argparse.Namespace) -> int:
     rows = []
     for name in SPACES.names():
         try:
-            space = build_space(name)
+            space = build_space(name, width_mult=0.25)  # the count does not depend on width
             rows.append([name, f"{space.size():,}", ", ".join(space.presets) or "-",
                          SPACES.origin(name)])
         except GtnNasError as exc:  # list the others; name the broken one
@@ -74,6 +90,8 @@ def cmd_space_show(args: argparse.Namespace) -> int:
     from gtn_nas.report import LAYER_HEADERS, layer_table_json, layer_table_rows, text_table
     from gtn_nas.students import load_sample_file
 
+    if args.sample is not None:
+        _defaults_from_sample_file(args)
     space = _build_space(args)
     if args.preset is None and args.sample is None:
         return _show_space_summary(space, args.json)
@@ -139,7 +157,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from gtn_nas.report import LAYER_HEADERS, layer_table_rows, text_table
 
     result = run_demo(out_dir=args.out, seed=args.seed, data_root=args.data_root,
-                      dataset=args.data, space=args.space, width_mult=args.width_mult)
+                      dataset=args.data, space=args.space, width_mult=args.width_mult,
+                      download=args.download)
     _out(f"search space {result.space_spec}: {result.space_size:,} distinct students")
     _out(f"sampled student (seed {args.seed}): {result.sample_summary}")
     _out(text_table(LAYER_HEADERS, layer_table_rows(result.layer_costs)))
@@ -151,6 +170,65 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _out(f"ONNX export {result.onnx_path}: max |ORT - PyTorch| = {result.parity:.2e}")
     _out(f"student saved to {result.student_path} (reload: gtn_nas.students.load_student)")
     return 0
+
+
+def cmd_train_teacher(args: argparse.Namespace) -> int:
+    from gtn_nas.config import load_config
+    from gtn_nas.train_teacher import TeacherRunConfig, train_teacher
+
+    train = {k: getattr(args, k) for k in (
+        "epochs", "batch_size", "lr", "schedule", "seed", "accelerator", "devices", "strategy",
+        "precision", "max_steps_per_epoch", "num_workers")}
+    train["milestones"] = args.milestones
+    train = {k: v for k, v in train.items() if v is not None}
+    run = {k: getattr(args, k) for k in (
+        "method", "teacher", "data", "data_root", "image_size", "limit", "space", "width_mult",
+        "student", "sampler", "alpha", "warmup_epochs", "teacher_weights",
+        "cost_target_mflops")}
+    if args.pretrained:
+        run["pretrained"] = True
+    if args.download:
+        run["download"] = True
+    if args.teacher_option:
+        run["teacher_options"] = _key_values(args.teacher_option, "--teacher-option")
+    config = load_config(TeacherRunConfig, args.config, run)
+    if train:
+        config.train = load_config(type(config.train), None,
+                                   {**_plain_dataclass(config.train), **train})
+    out = args.out or f"runs/{config.method}-{config.teacher}-{config.data}"
+
+    def report(record: dict) -> None:
+        accs = "  ".join(f"{k[4:]}={v:.3f}" for k, v in record.items()
+                         if k.startswith("val/") and k.endswith("acc"))
+        _out(f"epoch {record['epoch']}: loss={record.get('train/loss', float('nan')):.4f}  "
+             f"{accs}  ({record['seconds']:.1f} s)")
+
+    result = train_teacher(config, out, resume=args.resume, on_epoch_end=report)
+    if result.teacher_path is not None:
+        _out(f"teacher: {result.teacher_path}")
+        _out(f"run directory: {result.run_dir} (config.yaml, metrics.jsonl, metrics.csv"
+             f"{', curves.png' if result.curves_path else ''}"
+             f"{', branches.pt' if 'branches' in result.extra_paths else ''}, last.pt)")
+    return 0
+
+
+def _key_values(items: Sequence[str], flag: str) -> dict[str, Any]:
+    """``["a=1", "b=none"]`` -> ``{"a": 1, "b": "none"}`` (values parsed as YAML scalars)."""
+    from gtn_nas.errors import ConfigError
+
+    parsed = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{flag}: expected KEY=VALUE, got '{item}'")
+        parsed[key] = yaml.safe_load(value)
+    return parsed
+
+
+def _plain_dataclass(obj) -> dict:
+    from gtn_nas.config import to_plain
+
+    return to_plain(obj)
 
 
 # ---------------------------------------------------------------------------- parser
@@ -184,9 +262,52 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--out", help="write the sample to this YAML file")
     sample.set_defaults(func=cmd_space_sample)
 
+    tt = commands.add_parser("train-teacher", help="train a teacher: standard, SFTN or GTN")
+    tt.add_argument("--config", help="YAML file of options (command-line flags override it)")
+    tt.add_argument("--method", choices=["standard", "sftn", "gtn"])
+    tt.add_argument("--teacher", help="teacher name (resnet32, resnet32x4, wrn40_2, "
+                                      "efficientnet_b0, ...)")
+    tt.add_argument("--teacher-option", action="append", metavar="KEY=VALUE",
+                    help="teacher builder option (e.g. norm=none for tiny); repeatable")
+    tt.add_argument("--data", help="dataset (digits, fashion-mnist, cifar100, imagefolder)")
+    tt.add_argument("--data-root", help="dataset folder")
+    tt.add_argument("--download", action="store_true",
+                    help="let torchvision download the dataset (needs internet)")
+    tt.add_argument("--image-size", type=int, help="resize images to this size")
+    tt.add_argument("--limit", type=int, help="use at most this many training images")
+    tt.add_argument("--pretrained", action="store_true",
+                    help="start from local ImageNet weights (efficientnet_b0)")
+    tt.add_argument("--teacher-weights", help="state_dict file to start the teacher from")
+    tt.add_argument("--space", help="search space for the branches (sftn, gtn)")
+    tt.add_argument("--width-mult", type=float, help="width multiplier of the space")
+    tt.add_argument("--student", help="sftn: the student (a preset name or a sample file)")
+    tt.add_argument("--sampler", help="gtn: uniform, learned or adversarial")
+    tt.add_argument("--cost-target-mflops", type=float,
+                    help="gtn: cost-aware sampler, expected MFLOPs target")
+    tt.add_argument("--alpha", type=float, help="weight of the branch KL term (3: CIFAR-100)")
+    tt.add_argument("--warmup-epochs", type=int,
+                    help="epochs with the teacher frozen while the branches learn")
+    tt.add_argument("--epochs", type=int)
+    tt.add_argument("--batch-size", type=int, help="global batch size")
+    tt.add_argument("--lr", type=float)
+    tt.add_argument("--schedule", choices=["step", "cosine", "constant"])
+    tt.add_argument("--milestones", type=int, nargs="+", help="epochs of the x0.1 steps")
+    tt.add_argument("--seed", type=int)
+    tt.add_argument("--max-steps-per-epoch", type=int, help="cap the steps of an epoch")
+    tt.add_argument("--num-workers", type=int, help="data-loading processes")
+    tt.add_argument("--accelerator", help="cpu (default), gpu, auto")
+    tt.add_argument("--devices", type=int, help="number of devices (processes)")
+    tt.add_argument("--strategy", help="auto, ddp, ddp_spawn")
+    tt.add_argument("--precision", help="32-true, bf16-mixed, 16-mixed")
+    tt.add_argument("--out", help="run directory (default: runs/<method>-<teacher>-<data>)")
+    tt.add_argument("--resume", action="store_true", help="continue from the run's last.pt")
+    tt.set_defaults(func=cmd_train_teacher)
+
     demo = commands.add_parser("demo", help="the main job on the embedded default data")
     demo.add_argument("--data", default="digits", help="dataset (default: %(default)s)")
     demo.add_argument("--data-root", help="dataset folder, where the dataset needs one")
+    demo.add_argument("--download", action="store_true",
+                      help="let torchvision download the dataset (needs internet)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--out", default="runs/demo", help="run directory (default: %(default)s)")
     demo.add_argument("--space", default="resnet_supernet",

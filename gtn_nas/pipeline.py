@@ -54,7 +54,7 @@ class DemoResult:
 
 def run_demo(out_dir: str | os.PathLike = "runs/demo", seed: int = 0, dataset: str = "digits",
              data_root: str | None = None, space: str = DEFAULT_SPACE,
-             width_mult: float = 0.25) -> DemoResult:
+             width_mult: float = 0.25, download: bool = False) -> DemoResult:
     """Loads ``dataset``, builds the space for it, samples, freezes, saves and exports a student.
 
     Args:
@@ -63,11 +63,12 @@ def run_demo(out_dir: str | os.PathLike = "runs/demo", seed: int = 0, dataset: s
         seed: Seeds the data split, the sampled architecture and the student's initialisation.
         dataset: A registered dataset name (default: the embedded ``digits``).
         data_root: Dataset folder, for datasets that need one.
+        download: Let torchvision download a dataset that can be downloaded (cifar100).
         space: Search space name or ``file.py:factory``.
         width_mult: Channel width multiplier of the space (small inputs want narrow students).
     """
     out = Path(out_dir)
-    splits = load_dataset(dataset, root=data_root, seed=seed, augment=False)
+    splits = load_dataset(dataset, root=data_root, seed=seed, augment=False, download=download)
     _log.info("%s: %d/%d/%d images", dataset, len(splits.train), len(splits.val),
               len(splits.test))
     supernet = build_space(space, num_classes=splits.num_classes,

@@ -1,6 +1,7 @@
-"""Plain-text, Markdown and JSON renderings of tables (layer tables, space summaries).
+"""Reports: plain-text, Markdown and JSON tables, and matplotlib plots (training curves).
 
-Pure functions from data to strings; :mod:`gtn_nas.cli` prints them.
+Table functions are pure (data to strings; :mod:`gtn_nas.cli` prints them); plot functions
+write a PNG atomically and return its path.
 
 Example:
     >>> print(text_table(["a", "b"], [[1, "x"], [22, "yy"]]))
@@ -12,6 +13,8 @@ Example:
 
 from __future__ import annotations
 
+import io
+from pathlib import Path
 from typing import Any, Sequence
 
 from gtn_nas.costs import LayerCost
@@ -52,3 +55,62 @@ def layer_table_json(costs: Sequence[LayerCost]) -> list[dict[str, Any]]:
     return [{"module": c.module, "type": c.row.type, "in": c.row.in_channels,
              "out": c.row.out_channels, "kernel": c.row.kernel, "stride": c.row.stride,
              "params": c.params, "flops": c.flops} for c in costs]
+
+
+def plot_training_curves(history: Sequence[dict[str, Any]], path: str | Path,
+                         title: str = "teacher training") -> Path:
+    """Accuracy of the teacher and of each grafted branch per epoch (the GTN supplement's
+    Figure 1), on validation (solid) and training (dashed) data; with a path sampler, a second
+    panel shows each ``*/op`` label's probabilities per epoch.
+
+    Returns:
+        The written PNG's path (written atomically).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from gtn_nas.fileio import atomic_write_bytes
+
+    epochs = [record["epoch"] for record in history]
+    acc_keys = sorted({k.split("/", 1)[1] for record in history for k in record
+                       if k.startswith("val/") and k.endswith("acc")},
+                      key=lambda k: (k != "acc", k))
+    probs = [record.get("sampler/probs") for record in history]
+    has_sampler = any(p for p in probs)
+    fig, axes = plt.subplots(1, 2 if has_sampler else 1, figsize=(12 if has_sampler else 6.5, 4.2),
+                             squeeze=False)
+    ax = axes[0][0]
+    for i, key in enumerate(acc_keys):
+        name = "teacher" if key == "acc" else key[: -len("_acc")].replace("branch", "stu_branch_")
+        colour = f"C{i}"
+        ax.plot(epochs, [r.get(f"val/{key}") for r in history], "-o", color=colour, ms=3,
+                label=f"{name} (val)")
+        ax.plot(epochs, [r.get(f"train/{key}") for r in history], "--", color=colour,
+                alpha=0.6, label=f"{name} (train)")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("accuracy")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    if has_sampler:
+        ax = axes[0][1]
+        last = probs[-1] or {}
+        labels = [lb for lb in last if lb.endswith("/op")] or list(last)[:6]
+        styles = ("-", "--", ":", "-.")
+        for i, label in enumerate(labels):
+            for j, value in enumerate(last[label]):
+                ax.plot(epochs, [p[label][value] if p else None for p in probs],
+                        color=f"C{i % 10}", linestyle=styles[j % len(styles)],
+                        label=f"{label}={value}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("probability")
+        ax.set_title("path distribution")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, ncol=3)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return atomic_write_bytes(path, buffer.getvalue())

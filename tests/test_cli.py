@@ -48,11 +48,18 @@ def test_space_show_json_and_summary(capsys):
 def test_sample_then_show_the_sample_file(capsys, tmp_path):
     target = tmp_path / "student.yaml"
     code, out, _ = run(capsys, "space", "sample", "--seed", "3", "--width-mult", "0.25",
-                       "--out", str(target))
+                       "--num-classes", "10", "--input-size", "8", "--out", str(target))
     assert code == 0 and target.is_file()
     assert yaml.safe_load(target.read_text())["seed"] == 3
-    code, out, _ = run(capsys, "space", "show", "--width-mult", "0.25", "--sample", str(target))
-    assert code == 0 and "total:" in out
+    # the file's space and options are used unless the command line overrides them
+    code, out, _ = run(capsys, "space", "show", "--sample", str(target))
+    assert code == 0 and "(input (3, 8, 8), 10 classes)" in out
+    code, out, _ = run(capsys, "space", "show", "--sample", str(target), "--num-classes", "7")
+    assert code == 0 and "7 classes" in out
+    mb = tmp_path / "mb.yaml"
+    run(capsys, "space", "sample", "--space", "mbconv", "--seed", "1", "--out", str(mb))
+    code, out, _ = run(capsys, "space", "show", "--sample", str(mb))
+    assert code == 0 and "mbconv" in out
     code, out, _ = run(capsys, "space", "sample", "--seed", "3", "--width-mult", "0.25")
     assert yaml.safe_load(out)["sample"] == yaml.safe_load(target.read_text())["sample"]
 
@@ -71,7 +78,13 @@ def test_file_plugin_on_the_command_line(capsys):
 @pytest.mark.parametrize("argv, message", [
     (["space", "show", "--space", "nope"], "unknown search space 'nope'"),
     (["space", "show", "--preset", "s_nas_xl"], "unknown preset 's_nas_xl'"),
-    (["space", "show", "--width-mult", "-1"], "width_mult must be > 0"),
+    (["space", "show", "--width-mult", "-1"], "width_mult must be a number in [0.001, 16.0]"),
+    (["space", "show", "--space", "mbconv", "--num-classes", "0"],
+     "num_classes must be an integer in [1, 1000000]"),
+    (["space", "show", "--input-size", "60000"], "input_size must be an integer in [1, 4096]"),
+    (["space", "sample", "--seed", "-1"], "seed must be an integer in [0, 2**32)"),
+    (["space", "sample", "--out", "{tmp}"], "cannot write"),
+    (["space", "show", "--sample", "{tmp}"], "is a directory"),
     (["space", "show", "--space", "missing.py:factory"], "no such file"),
     (["demo", "--data", "cifar100", "--data-root", "{tmp}"], "cifar-100-python"),
     (["demo", "--data", "digitz"], "unknown dataset 'digitz' (did you mean: digits?)"),
@@ -97,6 +110,18 @@ def test_bad_sample_file_and_broken_plugin(capsys, tmp_path):
     broken.write_text("import not_a_module_anywhere\n")
     code, _, err = run(capsys, "space", "show", "--space", f"{broken}:factory")
     assert code == 2 and "failed to import: ModuleNotFoundError" in err
+    exits = tmp_path / "exits.py"
+    exits.write_text("raise SystemExit(0)\n")
+    code, _, err = run(capsys, "space", "show", "--space", f"{exits}:factory")
+    assert code == 2 and "failed to import: SystemExit" in err
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    code, _, err = run(capsys, "space", "show", "--sample", str(empty))
+    assert code == 2 and "the file is empty" in err
+    duplicate = tmp_path / "dup.yaml"
+    duplicate.write_text("layer6/op: zero\nlayer6/op: identity\n")
+    code, _, err = run(capsys, "space", "show", "--sample", str(duplicate))
+    assert code == 2 and "duplicate key 'layer6/op'" in err
 
 
 def test_debug_shows_the_traceback(tmp_path):

@@ -1,0 +1,394 @@
+"""The one training loop every method uses (teachers now, distillation later).
+
+Devices, DDP and mixed precision come from Lightning Fabric (``accelerator``, ``devices``,
+``strategy``, ``precision``); CPU is the tested default. The loop knows nothing about KD: it
+trains a *method*, an ``nn.Module`` whose ``forward(x, y)`` returns a dict with ``"loss"`` and
+any named terms; entries ending in ``logits`` are scored as accuracies (``logits`` -> ``acc``,
+``branch1_logits`` -> ``branch1_acc``), other scalars are averaged. Optional method hooks:
+
+- ``param_groups() -> list[dict]``: the optimizer's groups (default: all trainable parameters);
+- ``on_epoch_start(epoch, epochs)``: e.g. freeze a pretrained teacher during warm-up;
+- ``after_optimizer_step(x, y, outputs) -> dict | None``: e.g. an architecture step;
+- ``epoch_summary() -> dict``: extra values for the epoch's record (a sampler's distribution).
+
+Reproducibility: the global batch is split into equal shards, one per process, so N processes
+train on exactly the batches one process would; every epoch re-seeds the RNGs from
+``(seed, epoch, rank)``, so a run resumed from its last checkpoint (written atomically after
+each epoch with the method, optimizer, scheduler and history) continues exactly as an
+uninterrupted run.
+
+Example:
+    >>> result = fit(method, splits.train, splits.val, TrainConfig(epochs=3),
+    ...              "runs/x")                                              # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Literal, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from gtn_nas.config import to_plain
+from gtn_nas.errors import ConfigError
+from gtn_nas.fileio import atomic_torch_save, atomic_write_text
+
+_log = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "last.pt"
+CHECKPOINT_FORMAT = "gtn-nas-train/1"
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and device settings (defaults: the papers' CIFAR recipe, on CPU).
+
+    ``batch_size`` is the global batch, split evenly across ``devices``.
+    """
+
+    epochs: int = 240
+    batch_size: int = 64
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+    schedule: Literal["step", "cosine", "constant"] = "step"
+    milestones: tuple[int, ...] = (150, 180, 210)
+    gamma: float = 0.1
+    grad_clip: float | None = None
+    seed: int = 0
+    accelerator: str = "cpu"
+    devices: int = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    max_steps_per_epoch: int | None = None
+    eval_batch_size: int = 256
+    num_workers: int = 0
+    progress: bool = True
+
+    def validate(self) -> None:
+        """Raises ConfigError for values no run can use."""
+        checks = [(self.epochs >= 1, "epochs must be >= 1"),
+                  (self.batch_size >= 1, "batch_size must be >= 1"),
+                  (self.lr > 0, "lr must be > 0"),
+                  (self.devices >= 1, "devices must be >= 1"),
+                  (self.batch_size % self.devices == 0,
+                   f"batch_size {self.batch_size} must divide evenly across {self.devices} "
+                   f"devices"),
+                  (self.max_steps_per_epoch is None or self.max_steps_per_epoch >= 1,
+                   "max_steps_per_epoch must be >= 1"),
+                  (self.grad_clip is None or self.grad_clip > 0, "grad_clip must be > 0")]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(f"training config: {message}")
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` leaves behind."""
+
+    history: list[dict[str, Any]]
+    run_dir: Path
+    checkpoint: Path
+    resumed_from_epoch: int = 0
+    is_global_zero: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class ShardedBatchSampler(Sampler[list[int]]):
+    """Seeded per-epoch permutation cut into global batches; each rank takes its shard.
+
+    Batch ``i`` of rank ``r`` is ``perm[i*G + r*B : i*G + (r+1)*B]`` with ``G`` the global and
+    ``B = G / world`` the local batch, so the ranks together see exactly the global batches of a
+    single process. Incomplete global batches are dropped.
+    """
+
+    def __init__(self, num_items: int, global_batch: int, rank: int = 0, world: int = 1,
+                 seed: int = 0, max_batches: int | None = None) -> None:
+        if global_batch % world:
+            raise ValueError(f"global batch {global_batch} is not divisible by {world} ranks")
+        self.num_items, self.global_batch = num_items, global_batch
+        self.rank, self.world, self.seed = rank, world, seed
+        self.local_batch = global_batch // world
+        self.max_batches = max_batches
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        batches = self.num_items // self.global_batch
+        return batches if self.max_batches is None else min(batches, self.max_batches)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, "batches"))
+        perm = torch.randperm(self.num_items, generator=generator).tolist()
+        for i in range(len(self)):
+            start = i * self.global_batch + self.rank * self.local_batch
+            yield perm[start:start + self.local_batch]
+
+
+def derive_seed(*parts: Any) -> int:
+    digest = hashlib.sha256(repr(parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") % (2 ** 63)
+
+
+def seed_everything(seed: int) -> None:
+    """Seeds torch, numpy and Python's ``random``."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    random.seed(seed)
+
+
+def config_digest(record: Mapping[str, Any]) -> str:
+    """A stable digest of a resolved configuration (what a resumed run must match)."""
+    return hashlib.sha256(json.dumps(to_plain(record), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def make_fabric(config: TrainConfig, find_unused_parameters: bool = False):
+    """The Lightning Fabric for ``config`` (DDP strategies get ``find_unused_parameters``)."""
+    from lightning_fabric import Fabric
+    from lightning_fabric.strategies import DDPStrategy
+
+    strategy: Any = config.strategy
+    if strategy in ("ddp", "ddp_spawn"):
+        start_method = "popen" if strategy == "ddp" else "spawn"
+        strategy = DDPStrategy(start_method=start_method,
+                               find_unused_parameters=find_unused_parameters)
+    try:
+        return Fabric(accelerator=config.accelerator, devices=config.devices, strategy=strategy,
+                      precision=config.precision)
+    except (ValueError, RuntimeError, TypeError, ImportError) as exc:
+        raise ConfigError(f"devices: {str(exc).splitlines()[0]}") from exc
+
+
+def fit(method: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainConfig,
+        run_dir: str | os.PathLike, *, resume: bool = False,
+        identity: Mapping[str, Any] | None = None,
+        on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+        fabric: Any = None) -> FitResult:
+    """Trains ``method`` on ``train_set``, evaluating on ``val_set`` after every epoch.
+
+    Args:
+        method: The training method (see the module docstring).
+        train_set: Yields ``(x, y)``.
+        val_set: Yields ``(x, y)``; evaluated in eval mode after each epoch.
+        config: Optimisation and device settings.
+        run_dir: Receives ``last.pt`` (checkpoint), ``metrics.jsonl`` and ``metrics.csv``.
+        resume: Continue from ``run_dir/last.pt``; its ``identity`` must equal this one's.
+        identity: The resolved configuration of the run (stored, and checked on resume).
+        on_epoch_end: Called on the global-zero process with each epoch's record.
+        fabric: A launched Fabric to use (default: one made from ``config`` and launched here).
+
+    Raises:
+        ConfigError: a checkpoint exists and ``resume`` is false, ``resume`` without a
+            checkpoint, a checkpoint of another configuration, or a corrupt one.
+    """
+    config.validate()
+    run_dir = Path(run_dir)
+    checkpoint_path = run_dir / CHECKPOINT_NAME
+    identity = dict(to_plain(identity or {"train": config}))
+    digest = config_digest(identity)
+    state = _read_checkpoint(checkpoint_path, digest, identity) if resume else None
+    if not resume and checkpoint_path.exists():
+        raise ConfigError(f"{run_dir} already holds a training checkpoint; pass --resume to "
+                          f"continue it or choose another --out")
+
+    if fabric is None:
+        fabric = make_fabric(config, getattr(method, "has_unused_parameters", False))
+        fabric.launch()
+    # Denormal floats (tiny gradients of rarely sampled branches) slow CPU kernels by orders of
+    # magnitude; flushing them to zero changes nothing measurable in training.
+    torch.set_flush_denormal(True)
+    rank, world = fabric.global_rank, fabric.world_size
+    raw = method
+    groups = method.param_groups() if hasattr(method, "param_groups") else [
+        {"params": [p for p in method.parameters() if p.requires_grad]}]
+    optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum,
+                                weight_decay=config.weight_decay, nesterov=config.nesterov)
+    scheduler = _scheduler(optimizer, config)
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    if state is not None:
+        raw.load_state_dict(state["method"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        history = list(state["history"])
+        start_epoch = int(state["epoch"])
+        _log.info("resuming %s after epoch %d", run_dir, start_epoch)
+    model, optimizer = fabric.setup(method, optimizer)
+
+    sampler = ShardedBatchSampler(len(train_set), config.batch_size, rank, world, config.seed,
+                                  config.max_steps_per_epoch)
+    if len(sampler) == 0:
+        raise ConfigError(f"training data has {len(train_set)} examples, fewer than one batch "
+                          f"of {config.batch_size}")
+    loader = DataLoader(train_set, batch_sampler=sampler, num_workers=config.num_workers)
+    val_loader = DataLoader(val_set, batch_size=config.eval_batch_size, shuffle=False,
+                            num_workers=config.num_workers)
+
+    for epoch in range(start_epoch, config.epochs):
+        started = time.perf_counter()
+        seed_everything(derive_seed(config.seed, epoch, rank, "epoch") % (2 ** 31))
+        sampler.set_epoch(epoch)
+        if hasattr(raw, "on_epoch_start"):
+            raw.on_epoch_start(epoch, config.epochs)
+        model.train()
+        train_meter = _Meter()
+        batches = _progress(loader, config.progress and fabric.is_global_zero,
+                            f"epoch {epoch + 1}/{config.epochs}")
+        for x, y in batches:
+            x, y = fabric.to_device((x, y))
+            outputs = model(x, y)
+            optimizer.zero_grad(set_to_none=True)
+            fabric.backward(outputs["loss"])
+            if config.grad_clip is not None:
+                fabric.clip_gradients(model, optimizer, max_norm=config.grad_clip)
+            optimizer.step()
+            extra = raw.after_optimizer_step(x, y, outputs) \
+                if hasattr(raw, "after_optimizer_step") else None
+            train_meter.update(outputs, y, extra)
+        lr = optimizer.param_groups[0]["lr"]
+        scheduler.step()
+        record: dict[str, Any] = {"epoch": epoch + 1, "lr": lr}
+        record.update({f"train/{k}": v for k, v in train_meter.means().items()})
+        record.update({f"val/{k}": v for k, v in evaluate(raw, val_loader, fabric).items()})
+        if hasattr(raw, "epoch_summary"):
+            record.update(raw.epoch_summary())
+        record["seconds"] = round(time.perf_counter() - started, 3)
+        history.append(record)
+        if fabric.is_global_zero:
+            atomic_torch_save({"format": CHECKPOINT_FORMAT, "digest": digest,
+                               "identity": identity, "epoch": epoch + 1,
+                               "method": raw.state_dict(), "optimizer": optimizer.state_dict(),
+                               "scheduler": scheduler.state_dict(), "history": history},
+                              checkpoint_path)
+            write_metrics(run_dir, history)
+        fabric.barrier()
+        if on_epoch_end is not None and fabric.is_global_zero:
+            on_epoch_end(record)
+    return FitResult(history=history, run_dir=run_dir, checkpoint=checkpoint_path,
+                     resumed_from_epoch=start_epoch, is_global_zero=fabric.is_global_zero)
+
+
+@torch.no_grad()
+def evaluate(method: nn.Module, loader: DataLoader, fabric: Any = None) -> dict[str, float]:
+    """Averages ``method``'s outputs over ``loader`` in eval mode (restoring the mode after)."""
+    was_training = method.training
+    method.eval()
+    meter = _Meter()
+    try:
+        for x, y in loader:
+            if fabric is not None:
+                x, y = fabric.to_device((x, y))
+            meter.update(method(x, y), y)
+    finally:
+        method.train(was_training)
+    return meter.means()
+
+
+def write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
+    """Rewrites ``metrics.jsonl`` and ``metrics.csv`` from the full history, atomically."""
+    atomic_write_text(run_dir / "metrics.jsonl",
+                      "".join(json.dumps(record) + "\n" for record in history))
+    columns: list[str] = []
+    for record in history:
+        columns += [k for k in record if k not in columns and not isinstance(record[k],
+                                                                              (list, dict))]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(history)
+    atomic_write_text(run_dir / "metrics.csv", buffer.getvalue())
+
+
+def _read_checkpoint(path: Path, digest: str, identity: Mapping[str, Any]) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"--resume: no checkpoint {path} to resume from")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ConfigError(f"{path}: corrupt or unreadable checkpoint ({type(exc).__name__}); "
+                          f"delete it to start over") from exc
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ConfigError(f"{path}: not a gtn-nas training checkpoint")
+    if state.get("digest") != digest:
+        theirs = state.get("identity", {})
+        changed = sorted(_diff_keys(theirs, identity))
+        raise ConfigError(f"{path} was written by another configuration (differs in: "
+                          f"{', '.join(changed) or 'unknown'}); resume with the same options "
+                          f"or choose another --out")
+    return state
+
+
+def _diff_keys(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for key in set(a) | set(b):
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, Mapping) and isinstance(vb, Mapping):
+            keys += _diff_keys(va, vb, f"{prefix}{key}.")
+        elif va != vb:
+            keys.append(f"{prefix}{key}")
+    return keys
+
+
+def _scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
+    if config.schedule == "step":
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.milestones),
+                                                    gamma=config.gamma)
+    if config.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+
+
+def _progress(iterable, enabled: bool, description: str):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=description, leave=False, dynamic_ncols=True, disable=None)
+
+
+class _Meter:
+    """Running means of scalar outputs and accuracies of ``*logits`` outputs."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+
+    def _add(self, key: str, value: float, count: int) -> None:
+        self.sums[key] = self.sums.get(key, 0.0) + value * count
+        self.counts[key] = self.counts.get(key, 0) + count
+
+    def update(self, outputs: Mapping[str, Any], targets: torch.Tensor,
+               extra: Mapping[str, Any] | None = None) -> None:
+        count = int(targets.shape[0])
+        for key, value in outputs.items():
+            if not isinstance(value, torch.Tensor):
+                continue
+            if key.endswith("logits"):
+                name = "acc" if key == "logits" else key[: -len("logits")] + "acc"
+                correct = (value.detach().argmax(dim=-1) == targets).float().mean().item()
+                self._add(name, correct, count)
+            elif value.dim() == 0:
+                self._add(key, float(value.detach()), count)
+        for key, value in (extra or {}).items():
+            if isinstance(value, (int, float)) or (isinstance(value, torch.Tensor)
+                                                   and value.dim() == 0):
+                self._add(key, float(value), count)
+
+    def means(self) -> dict[str, float]:
+        return {k: self.sums[k] / self.counts[k] for k in self.sums if self.counts[k]}
