@@ -191,6 +191,8 @@ def cmd_train_teacher(args: argparse.Namespace) -> int:
         run["download"] = True
     if args.teacher_option:
         run["teacher_options"] = _key_values(args.teacher_option, "--teacher-option")
+    if args.data_option:
+        run["data_options"] = _key_values(args.data_option, "--data-option")
     config = load_config(TeacherRunConfig, args.config, run)
     if train:
         config.train = load_config(type(config.train), None,
@@ -264,13 +266,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     tt = commands.add_parser("train-teacher", help="train a teacher: standard, SFTN or GTN")
     tt.add_argument("--config", help="YAML file of options (command-line flags override it)")
-    tt.add_argument("--method", choices=["standard", "sftn", "gtn"])
+    tt.add_argument("--method", help="standard, sftn or gtn (default: gtn)")
     tt.add_argument("--teacher", help="teacher name (resnet32, resnet32x4, wrn40_2, "
                                       "efficientnet_b0, ...)")
     tt.add_argument("--teacher-option", action="append", metavar="KEY=VALUE",
                     help="teacher builder option (e.g. norm=none for tiny); repeatable")
     tt.add_argument("--data", help="dataset (digits, fashion-mnist, cifar100, imagefolder)")
     tt.add_argument("--data-root", help="dataset folder")
+    tt.add_argument("--data-option", action="append", metavar="KEY=VALUE",
+                    help="dataset option (e.g. num_classes=5 for synthetic); repeatable")
     tt.add_argument("--download", action="store_true",
                     help="let torchvision download the dataset (needs internet)")
     tt.add_argument("--image-size", type=int, help="resize images to this size")
@@ -284,13 +288,14 @@ def build_parser() -> argparse.ArgumentParser:
     tt.add_argument("--sampler", help="gtn: uniform, learned or adversarial")
     tt.add_argument("--cost-target-mflops", type=float,
                     help="gtn: cost-aware sampler, expected MFLOPs target")
-    tt.add_argument("--alpha", type=float, help="weight of the branch KL term (3: CIFAR-100)")
+    tt.add_argument("--alpha", type=float,
+                    help="weight of the branch KL term (default: 3 on cifar100, else 1)")
     tt.add_argument("--warmup-epochs", type=int,
                     help="epochs with the teacher frozen while the branches learn")
     tt.add_argument("--epochs", type=int)
     tt.add_argument("--batch-size", type=int, help="global batch size")
     tt.add_argument("--lr", type=float)
-    tt.add_argument("--schedule", choices=["step", "cosine", "constant"])
+    tt.add_argument("--schedule", help="step (default), cosine or constant")
     tt.add_argument("--milestones", type=int, nargs="+", help="epochs of the x0.1 steps")
     tt.add_argument("--seed", type=int)
     tt.add_argument("--max-steps-per-epoch", type=int, help="cap the steps of an epoch")

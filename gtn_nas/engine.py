@@ -11,8 +11,9 @@ any named terms; entries ending in ``logits`` are scored as accuracies (``logits
 - ``after_optimizer_step(x, y, outputs) -> dict | None``: e.g. an architecture step;
 - ``epoch_summary() -> dict``: extra values for the epoch's record (a sampler's distribution).
 
-Reproducibility: the global batch is split into equal shards, one per process, so N processes
-train on exactly the batches one process would; every epoch re-seeds the RNGs from
+Reproducibility: the global batch is split into equal shards, one per process, and each
+image's augmentation is drawn from its own seed ``(seed, epoch, index)``, so N processes train
+on exactly the batches one process would; every epoch re-seeds the RNGs from
 ``(seed, epoch, rank)``, so a run resumed from its last checkpoint (written atomically after
 each epoch with the method, optimizer, scheduler and history) continues exactly as an
 uninterrupted run.
@@ -141,6 +142,29 @@ class ShardedBatchSampler(Sampler[list[int]]):
             yield perm[start:start + self.local_batch]
 
 
+class SeededItems(Dataset):
+    """Draws each item's augmentation from its own seed, ``(seed, epoch, index)``.
+
+    Random augmentation then depends on which image is loaded, not on which process loads it
+    or what was loaded before: N processes see exactly the images one process would, and a
+    resumed run sees what the uninterrupted run saw. The global RNG is left as it was.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int) -> None:
+        self.dataset, self.seed, self.epoch = dataset, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> Any:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(self.seed, self.epoch, index, "item"))
+            return self.dataset[index]
+
+
 def derive_seed(*parts: Any) -> int:
     digest = hashlib.sha256(repr(parts).encode()).digest()
     return int.from_bytes(digest[:8], "little") % (2 ** 63)
@@ -236,7 +260,8 @@ def fit(method: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainCo
     if len(sampler) == 0:
         raise ConfigError(f"training data has {len(train_set)} examples, fewer than one batch "
                           f"of {config.batch_size}")
-    loader = DataLoader(train_set, batch_sampler=sampler, num_workers=config.num_workers)
+    seeded_train = SeededItems(train_set, config.seed)
+    loader = DataLoader(seeded_train, batch_sampler=sampler, num_workers=config.num_workers)
     val_loader = DataLoader(val_set, batch_size=config.eval_batch_size, shuffle=False,
                             num_workers=config.num_workers)
 
@@ -244,6 +269,7 @@ def fit(method: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainCo
         started = time.perf_counter()
         seed_everything(derive_seed(config.seed, epoch, rank, "epoch") % (2 ** 31))
         sampler.set_epoch(epoch)
+        seeded_train.set_epoch(epoch)
         if hasattr(raw, "on_epoch_start"):
             raw.on_epoch_start(epoch, config.epochs)
         model.train()
@@ -264,7 +290,12 @@ def fit(method: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainCo
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
         record: dict[str, Any] = {"epoch": epoch + 1, "lr": lr}
-        record.update({f"train/{k}": v for k, v in train_meter.means().items()})
+        train_means = train_meter.means()
+        if world > 1:  # each rank saw its shard; report the global batch's means
+            train_means = {k: float(fabric.all_reduce(torch.tensor(train_means[k]),
+                                                      reduce_op="mean"))
+                           for k in sorted(train_means)}
+        record.update({f"train/{k}": v for k, v in train_means.items()})
         record.update({f"val/{k}": v for k, v in evaluate(raw, val_loader, fabric).items()})
         if hasattr(raw, "epoch_summary"):
             record.update(raw.epoch_summary())

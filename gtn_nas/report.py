@@ -89,6 +89,9 @@ def plot_training_curves(history: Sequence[dict[str, Any]], path: str | Path,
                 label=f"{name} (val)")
         ax.plot(epochs, [r.get(f"train/{key}") for r in history], "--", color=colour,
                 alpha=0.6, label=f"{name} (train)")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("accuracy")
     ax.set_title(title)
@@ -104,6 +107,7 @@ def plot_training_curves(history: Sequence[dict[str, Any]], path: str | Path,
                 ax.plot(epochs, [p[label][value] if p else None for p in probs],
                         color=f"C{i % 10}", linestyle=styles[j % len(styles)],
                         label=f"{label}={value}")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel("probability")
         ax.set_title("path distribution")

@@ -122,3 +122,32 @@ def test_bad_training_configs(data, tmp_path):
         fit(_method(), data.train, data.val, _config(devices=3, batch_size=32), tmp_path)
     with pytest.raises(ConfigError, match="fewer than one batch"):
         fit(_method(), data.train, data.val, _config(batch_size=4096), tmp_path)
+
+
+def test_gtn_with_learned_sampler_resumes_exactly(data, tmp_path):
+    """The distribution's logits, its Adam state and the path draws survive a resume."""
+    from gtn_nas.methods.gtn import GTNMethod
+    from gtn_nas.methods.path_sampler import PathSampler
+    from gtn_nas.plugins import build_space
+
+    def gtn():
+        torch.manual_seed(0)
+        space = build_space("resnet_supernet", width_mult=0.25, num_classes=10, input_size=8)
+        sampler = PathSampler(space, "learned", seed=0, arch_lr=0.05)
+        return GTNMethod(build_teacher("tiny", num_classes=10), space, sampler, 8)
+
+    config = _config(max_steps_per_epoch=2)
+    full = gtn()
+    fit(full, data.train, data.val, config, tmp_path / "full")
+    with pytest.raises(_Killed):
+        fit(gtn(), data.train, data.val, config, tmp_path / "cut", on_epoch_end=_kill_after(2))
+    resumed = gtn()
+    fit(resumed, data.train, data.val, config, tmp_path / "cut", resume=True)
+    expected, actual = full.state_dict(), resumed.state_dict()
+    assert any(not torch.equal(v, torch.zeros_like(v)) for k, v in expected.items()
+               if k.startswith("sampler.logits")), "the distribution moved"
+    for key, value in expected.items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(value, actual[key]), key
+    assert full.sampler.optimizer.state_dict()["state"].keys() == \
+        resumed.sampler.optimizer.state_dict()["state"].keys()

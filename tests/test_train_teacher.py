@@ -1,0 +1,118 @@
+"""`gtn-nas train-teacher` end to end: run directories, saved teachers, DDP, bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+
+import pytest
+import torch
+
+from gtn_nas.cli import main
+from gtn_nas.teachers import build_teacher, load_teacher
+
+QUICK = ["--data", "synthetic", "--epochs", "2", "--batch-size", "16",
+         "--max-steps-per-epoch", "3"]
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("method, extra", [
+    ("standard", []),
+    ("sftn", ["--student", "s_nas_s"]),
+    ("gtn", ["--sampler", "learned"]),
+])
+def test_each_method_writes_a_complete_run_directory(capsys, tmp_path, method, extra):
+    out_dir = tmp_path / method
+    code, out, err = run(capsys, "train-teacher", "--method", method, "--teacher", "tiny",
+                         *QUICK, *extra, "--out", str(out_dir))
+    assert code == 0, err
+    assert "epoch 2:" in out
+    names = {p.name for p in out_dir.iterdir()}
+    expected = {"config.yaml", "last.pt", "metrics.jsonl", "metrics.csv", "teacher.pt",
+                "curves.png"}
+    assert expected <= names
+    assert ("branches.pt" in names) == (method == "gtn")
+    assert (out_dir / "curves.png").stat().st_size > 10_000
+    # the saved teacher is a plain teacher and equals the trained one in the checkpoint
+    teacher, meta = load_teacher(out_dir / "teacher.pt")
+    assert meta["method"] == method and type(teacher).__name__ == "TeacherNet"
+    state = torch.load(out_dir / "last.pt", weights_only=True)["method"]
+    trained = build_teacher("tiny", num_classes=10)
+    trained.load_state_dict({k[len("teacher."):]: v for k, v in state.items()
+                             if k.startswith("teacher.")})
+    x = torch.randn(3, 3, 8, 8)
+    teacher.eval(), trained.eval()
+    assert torch.equal(teacher(x), trained(x))
+
+
+def test_ddp_two_processes_train_what_one_process_trains(tmp_path):
+    """2 CPU processes (gloo), global batch 16 = 2 x 8, against 1 process with batch 16.
+
+    The teacher has no batch norm: BN statistics are per process under DDP by design."""
+    exe = shutil.which("gtn-nas")
+    common = [exe, "train-teacher", "--method", "standard", "--teacher", "tiny",
+              "--teacher-option", "norm=none", *QUICK]
+    subprocess.run(common + ["--out", str(tmp_path / "one")], check=True, capture_output=True)
+    done = subprocess.run(common + ["--devices", "2", "--strategy", "ddp", "--out",
+                                    str(tmp_path / "two")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Starting with 2 processes" in done.stdout + done.stderr
+    one = torch.load(tmp_path / "one" / "teacher.pt", weights_only=True)["state_dict"]
+    two = torch.load(tmp_path / "two" / "teacher.pt", weights_only=True)["state_dict"]
+    assert one.keys() == two.keys()
+    changed = False
+    fresh = build_teacher("tiny", num_classes=10, norm="none").state_dict()
+    for key in one:
+        torch.testing.assert_close(one[key], two[key], rtol=0, atol=1e-6)
+        changed |= not torch.equal(one[key], fresh[key])
+    assert changed
+
+
+def _digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--teacher", "resnet33"], "unknown teacher 'resnet33' (did you mean: resnet32"),
+    (["--method", "gtm"], "method: 'gtm' is not allowed (allowed: standard, sftn, gtn)"),
+    (["--schedule", "linear"], "schedule: 'linear' is not allowed"),
+    (["--method", "gtn", "--sampler", "greedy"], "unknown sampler 'greedy'"),
+    (["--method", "sftn"], "--method sftn needs --student"),
+    (["--method", "sftn", "--student", "s_nas_xl"], "unknown preset 's_nas_xl'"),
+    (["--method", "standard", "--sampler", "learned"], "--sampler and the cost target are for"),
+    (["--resume"], "no checkpoint"),
+    (["--teacher", "resnet32", "--pretrained"], "has no pretrained weights"),
+    (["--method", "gtn", "--warmup-epochs", "5"], "warmup_epochs must be in [0, epochs)"),
+    (["--config", "{tmp}/missing.yaml"], "config file"),
+])
+def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, argv, message):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    base = ["train-teacher", "--teacher", "tiny", *QUICK, "--out", str(tmp_path / "run")]
+    code, _, err = run(capsys, *base, *argv)
+    assert code == 2, err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_existing_runs_are_never_overwritten(capsys, tmp_path):
+    out_dir = tmp_path / "run"
+    base = ["train-teacher", "--method", "standard", "--teacher", "tiny", *QUICK,
+            "--out", str(out_dir)]
+    assert run(capsys, *base)[0] == 0
+    before = {p.name: _digest(p) for p in out_dir.iterdir()}
+    code, _, err = run(capsys, *base)
+    assert code == 2 and "already holds a training checkpoint" in err
+    code, _, err = run(capsys, *base, "--lr", "0.2", "--resume")
+    assert code == 2 and "differs in: run.train.lr" in err
+    assert {p.name: _digest(p) for p in out_dir.iterdir()} == before
+    # a class count the teacher's weights cannot take
+    code, _, err = run(capsys, "train-teacher", "--method", "standard", "--teacher", "tiny",
+                       *QUICK, "--data-option", "num_classes=3", "--teacher-weights",
+                       str(out_dir / "teacher.pt"), "--out", str(tmp_path / "other"))
+    assert code == 2 and "fc.weight" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "other").exists()
