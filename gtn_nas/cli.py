@@ -153,22 +153,28 @@ def cmd_space_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from gtn_nas.pipeline import run_demo
-    from gtn_nas.report import LAYER_HEADERS, layer_table_rows, text_table
+    import time
 
-    result = run_demo(out_dir=args.out, seed=args.seed, data_root=args.data_root,
-                      dataset=args.data, space=args.space, width_mult=args.width_mult,
-                      download=args.download)
-    _out(f"search space {result.space_spec}: {result.space_size:,} distinct students")
-    _out(f"sampled student (seed {args.seed}): {result.sample_summary}")
-    _out(text_table(LAYER_HEADERS, layer_table_rows(result.layer_costs)))
-    _out(f"total: {result.params:,} parameters, {result.flops / 1e6:.3f} MFLOPs at input "
-         f"{result.input_shape}")
-    _out(f"{result.dataset}: {result.num_train} train / {result.num_val} val / "
-         f"{result.num_test} test images; forward of a test batch -> logits "
-         f"{result.logits_shape}")
-    _out(f"ONNX export {result.onnx_path}: max |ORT - PyTorch| = {result.parity:.2e}")
-    _out(f"student saved to {result.student_path} (reload: gtn_nas.students.load_student)")
+    from gtn_nas.pipeline import run_demo
+
+    out = args.out or time.strftime("runs/demo-%Y%m%d-%H%M%S")
+    result = run_demo(out_dir=out, seed=args.seed, dataset=args.data, data_root=args.data_root,
+                      epochs=args.epochs, budget_evals=args.budget_evals, download=args.download,
+                      on_stage=_out)
+    last = result.teacher_history[-1]
+    accs = "  ".join(f"{k[4:]}={v:.3f}" for k, v in last.items()
+                     if k.startswith("val/") and k.endswith("acc"))
+    _out(f"teacher after {last['epoch']} epochs: {accs}  -> {result.files['teacher']}")
+    val = result.table_validation
+    _out(f"latency table: {result.table_entries} steps; validation on {val.get('students', 0)} "
+         f"held-out students: MAPE {val.get('mape', float('nan')) * 100:.1f}%, within +-10% "
+         f"{val.get('within_10pct', float('nan')) * 100:.0f}%  -> {result.files['table']}")
+    for tier, pick in result.picks.items():
+        measured = f", measured {pick.measured['median_ms']:.3f} ms" if pick.measured else ""
+        _out(f"{tier}: {pick.params:,} params, {pick.mflops:.2f} MFLOPs, table "
+             f"{pick.latency_ms:.3f} ms{measured}, branch accuracy {pick.score:.3f}; ONNX "
+             f"{result.files['onnx'][tier]} (max |ORT - PyTorch| {result.parity[tier]:.1e})")
+    _out(f"summary: {result.files['summary']}")
     return 0
 
 
@@ -211,6 +217,90 @@ def cmd_train_teacher(args: argparse.Namespace) -> int:
         _out(f"run directory: {result.run_dir} (config.yaml, metrics.jsonl, metrics.csv"
              f"{', curves.png' if result.curves_path else ''}"
              f"{', branches.pt' if 'branches' in result.extra_paths else ''}, last.pt)")
+    return 0
+
+
+def _progress_bar(total_hint: int | None, description: str):
+    """A tqdm bar driven by ``(done, total)`` callbacks; silent when stderr is not a terminal."""
+    from tqdm.auto import tqdm
+
+    bars: dict[str, Any] = {}
+
+    def update(*args) -> None:
+        phase, done, total = args if len(args) == 3 else (description, *args)
+        bar = bars.get(phase)
+        if bar is None:
+            bar = bars[phase] = tqdm(total=total, desc=phase, leave=False, disable=None)
+        bar.n = done
+        bar.refresh()
+        if done >= total:
+            bar.close()
+
+    return update
+
+
+def _search_space_for_profile(args: argparse.Namespace, profile):
+    from gtn_nas.plugins import DEFAULT_SPACE, build_space
+
+    channels, size, _ = profile.input.shape
+    options = {"in_channels": channels, "input_size": size, **_space_options(args)}
+    return build_space(args.space or DEFAULT_SPACE, **options)
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from gtn_nas.latency import build_latency_table
+    from gtn_nas.profiles import load_profile
+
+    profile = load_profile(args.hw)
+    space = _search_space_for_profile(args, profile)
+    out = args.out or profile.latency_table_path()
+    if out is None:
+        from gtn_nas.errors import ConfigError
+        raise ConfigError(f"profile {profile.name} names no latency_table file; pass --out")
+    if not profile.device.runs_here:
+        _log.warning("building a table for %s: run this on that device itself", profile.name)
+    table = build_latency_table(space, profile, seed=args.seed,
+                                overhead_students=args.overhead_students,
+                                validation_students=args.validation_students,
+                                progress=_progress_bar(None, "profile"))
+    path = table.save(out)
+    _out(f"latency table for {profile.name} / {space.spec} {space.options}: "
+         f"{len(table.entries)} measured steps, overhead {table.overhead_ms:+.4f} ms -> {path}")
+    val = table.validation
+    if val:
+        _out(f"validation on {val['students']} held-out random students: MAPE "
+             f"{val['mape'] * 100:.1f}%, within +-10%: {val['within_10pct'] * 100:.0f}%")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from gtn_nas.profiles import load_profile
+    from gtn_nas.search import load_branch_scorer, run_search, save_search
+
+    profile = load_profile(args.hw)
+    if args.teacher:
+        space, scorer = load_branch_scorer(args.teacher, args.space)
+        scored_by = f"GTN branch-1 validation accuracy ({args.teacher})"
+    else:
+        space, scorer, scored_by = _search_space_for_profile(args, profile), None, \
+            "capacity proxy log10(params) + log10(FLOPs)"
+    result = run_search(space, profile, strategy=args.strategy, budget_evals=args.budget_evals,
+                        seed=args.seed, scorer=scorer, scored_by=scored_by,
+                        progress=_progress_bar(args.budget_evals, "search"))
+    out = args.out or f"runs/search-{profile.name}"
+    paths = save_search(result, out, space, profile)
+    _out(f"{len(result.candidates)} distinct candidates ({args.strategy}, seed {args.seed}); "
+         f"latency: {result.latency_source}; score: {scored_by}")
+    for tier, pick in result.picks.items():
+        latency = "-" if pick.latency_ms is None else \
+            f"{pick.latency_ms:.3f} ms ({pick.latency_source})"
+        measured = f", measured {pick.measured['median_ms']:.3f} ms" if pick.measured else ""
+        _out(f"  {tier}: {pick.params:,} params, {pick.mflops:.1f} MFLOPs, {latency}{measured}, "
+             f"score {pick.score:.4f} -> {paths['students'][tier]}")
+    for note in result.notes:
+        _out(f"  note: {note}")
+    _out(f"summary: {paths['summary']}  Pareto front: {paths['pareto_csv']}, "
+         f"{paths['pareto_png']}")
     return 0
 
 
@@ -308,17 +398,38 @@ def build_parser() -> argparse.ArgumentParser:
     tt.add_argument("--resume", action="store_true", help="continue from the run's last.pt")
     tt.set_defaults(func=cmd_train_teacher)
 
-    demo = commands.add_parser("demo", help="the main job on the embedded default data")
+    prof = commands.add_parser("profile", help="build a device's latency table (run it on "
+                                               "the device)")
+    prof.add_argument("--hw", required=True, help="hardware profile: a name or a YAML file")
+    _add_space_arguments(prof)
+    prof.add_argument("--out", help="table file (default: the profile's latency_table)")
+    prof.add_argument("--seed", type=int, default=0)
+    prof.add_argument("--overhead-students", type=int, default=8)
+    prof.add_argument("--validation-students", type=int, default=20)
+    prof.set_defaults(func=cmd_profile)
+
+    search = commands.add_parser("search", help="pick the s/m/l students for a device")
+    search.add_argument("--hw", required=True, help="hardware profile: a name or a YAML file")
+    _add_space_arguments(search)
+    search.add_argument("--teacher", help="teacher.pt of a GTN run: score paths through it")
+    search.add_argument("--strategy", default="evolution", help="evolution (default) or random")
+    search.add_argument("--budget-evals", type=int, default=600,
+                        help="candidates to evaluate in total (default: %(default)s)")
+    search.add_argument("--seed", type=int, default=0)
+    search.add_argument("--out", help="output folder (default: runs/search-<profile>)")
+    search.set_defaults(func=cmd_search)
+
+    demo = commands.add_parser("demo", help="the main job on the embedded default data: GTN "
+                                             "teacher -> latency table -> search -> ONNX")
     demo.add_argument("--data", default="digits", help="dataset (default: %(default)s)")
     demo.add_argument("--data-root", help="dataset folder, where the dataset needs one")
     demo.add_argument("--download", action="store_true",
                       help="let torchvision download the dataset (needs internet)")
     demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--out", default="runs/demo", help="run directory (default: %(default)s)")
-    demo.add_argument("--space", default="resnet_supernet",
-                      help="search space name or path/to/file.py:factory (default: %(default)s)")
-    demo.add_argument("--width-mult", type=float, default=0.25,
-                      help="channel width multiplier (default: %(default)s)")
+    demo.add_argument("--epochs", type=int, default=3, help="teacher epochs (default: 3)")
+    demo.add_argument("--budget-evals", type=int, default=300,
+                      help="search candidates (default: %(default)s)")
+    demo.add_argument("--out", help="run directory (default: runs/demo-<date>-<time>)")
     demo.set_defaults(func=cmd_demo)
     return parser
 

@@ -89,6 +89,96 @@ def layer_costs(model: nn.Module, example_input: torch.Tensor) -> list[LayerCost
     return costs
 
 
+@dataclass(frozen=True)
+class PathStep:
+    """One unit of a student as a cost-table key: the unit, its (canonical) choices, and the
+    shape of its input (channels, square size)."""
+
+    unit: str
+    config: tuple[Any, ...]
+    in_channels: int
+    in_size: int
+
+    def key(self) -> str:
+        return f"{self.unit}|{','.join(map(str, self.config))}|{self.in_channels}x{self.in_size}"
+
+
+@dataclass(frozen=True)
+class StepCost:
+    """What one :class:`PathStep` costs and produces (``present`` is False for a dropped unit)."""
+
+    present: bool
+    params: int
+    flops: int
+    out_channels: int
+    out_size: int
+
+
+class UnitCosts:
+    """Per-unit costs of a space's students, computed once per :class:`PathStep` and cached.
+
+    A student's parameters and FLOPs are the sums over its units (fvcore counts module by
+    module), so after the first few hundred distinct steps every student costs microseconds.
+    Latency tables (:mod:`gtn_nas.latency`) use the same steps as keys.
+
+    Example:
+        >>> costs = UnitCosts(space)                             # doctest: +SKIP
+        >>> costs.flops(space.preset("s_nas_s")) / 1e6            # doctest: +SKIP
+        188.2...
+    """
+
+    def __init__(self, space: SupernetSpace) -> None:
+        self.space = space
+        self._cache: dict[PathStep, StepCost] = {}
+
+    def steps(self, sample: Mapping[str, Any]) -> list[tuple[PathStep, StepCost]]:
+        """The units of ``sample``'s student, in order, with their costs."""
+        canonical = self.space.validate(sample)
+        channels, size = self.space.in_channels, self.space.input_size
+        walked = []
+        for name, unit in self.space.units.items():
+            step = PathStep(name, tuple(canonical[label] for label in unit.labels()),
+                            channels, size)
+            cost = self.step_cost(step)
+            walked.append((step, cost))
+            channels, size = cost.out_channels, cost.out_size
+        return walked
+
+    def module(self, step: PathStep) -> nn.Module | None:
+        """The plain module of ``step`` (fresh weights), None when the unit is dropped."""
+        unit = self.space.units[step.unit]
+        config = dict(zip(unit.labels(), step.config))
+        module, _ = unit.materialize(config, step.in_channels, False)
+        return module
+
+    def example_input(self, step: PathStep) -> torch.Tensor:
+        return torch.zeros(1, step.in_channels, step.in_size, step.in_size)
+
+    def step_cost(self, step: PathStep) -> StepCost:
+        cached = self._cache.get(step)
+        if cached is not None:
+            return cached
+        module = self.module(step)
+        if module is None:
+            cost = StepCost(False, 0, 0, step.in_channels, step.in_size)
+        else:
+            module.eval()
+            x = self.example_input(step)
+            with torch.no_grad():
+                out = module(x)
+            out_size = out.shape[-1] if out.dim() == 4 else 1
+            cost = StepCost(True, count_params(module), count_flops(module, x), out.shape[1],
+                            out_size)
+        self._cache[step] = cost
+        return cost
+
+    def flops(self, sample: Mapping[str, Any]) -> int:
+        return sum(cost.flops for _, cost in self.steps(sample))
+
+    def params(self, sample: Mapping[str, Any]) -> int:
+        return sum(cost.params for _, cost in self.steps(sample))
+
+
 class CostModel(Protocol):
     """``cost(sample) -> float`` for the samples of one space."""
 
@@ -99,39 +189,23 @@ class CostModel(Protocol):
     def cost(self, sample: Mapping[str, Any]) -> float: ...
 
 
-class _CachedCost:
-    name = "?"
-    unit = "?"
-    source = "fvcore"
-
-    def __init__(self, space: SupernetSpace) -> None:
-        self.space = space
-        self._cache: dict[tuple, float] = {}
-
-    def cost(self, sample: Mapping[str, Any]) -> float:
-        canonical = self.space.validate(sample)
-        key = tuple(canonical.items())
-        if key not in self._cache:
-            self._cache[key] = float(self._compute(self.space.freeze(canonical, seed=0)))
-        return self._cache[key]
-
-    def _compute(self, student: nn.Module) -> float:
-        raise NotImplementedError
-
-
-class FlopsCost(_CachedCost):
+class FlopsCost:
     """FLOPs (fvcore convention, batch 1) of a sample's student at the space's input size."""
 
-    name, unit = "flops", "FLOPs"
+    name, unit, source = "flops", "FLOPs", "fvcore"
 
-    def _compute(self, student: nn.Module) -> float:
-        return count_flops(student, self.space.example_input())
+    def __init__(self, space: SupernetSpace, unit_costs: UnitCosts | None = None) -> None:
+        self.space = space
+        self.unit_costs = unit_costs or UnitCosts(space)
+
+    def cost(self, sample: Mapping[str, Any]) -> float:
+        return float(self.unit_costs.flops(sample))
 
 
-class ParamsCost(_CachedCost):
+class ParamsCost(FlopsCost):
     """Parameter count of a sample's student."""
 
     name, unit, source = "params", "parameters", "count"
 
-    def _compute(self, student: nn.Module) -> float:
-        return count_params(student)
+    def cost(self, sample: Mapping[str, Any]) -> float:
+        return float(self.unit_costs.params(sample))

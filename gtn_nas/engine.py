@@ -45,7 +45,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from gtn_nas.config import to_plain
 from gtn_nas.errors import ConfigError
-from gtn_nas.fileio import atomic_torch_save, atomic_write_text
+from gtn_nas.fileio import atomic_torch_save, atomic_write_text, load_checkpoint
 
 _log = logging.getLogger(__name__)
 
@@ -349,13 +349,7 @@ def write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
 def _read_checkpoint(path: Path, digest: str, identity: Mapping[str, Any]) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"--resume: no checkpoint {path} to resume from")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ConfigError(f"{path}: corrupt or unreadable checkpoint ({type(exc).__name__}); "
-                          f"delete it to start over") from exc
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ConfigError(f"{path}: not a gtn-nas training checkpoint")
+    state = load_checkpoint(path, CHECKPOINT_FORMAT, "training checkpoint")
     if state.get("digest") != digest:
         theirs = state.get("identity", {})
         changed = sorted(_diff_keys(theirs, identity))

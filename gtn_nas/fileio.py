@@ -59,3 +59,22 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     return atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_checkpoint(path: str | os.PathLike, fmt: str, what: str) -> dict[str, Any]:
+    """``torch.load(weights_only=True)`` of a gtn-nas file whose ``format`` must be ``fmt``.
+
+    Raises:
+        ConfigError: the file is missing, unreadable, or not a ``what``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} {path} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ConfigError(f"{path}: corrupt or unreadable {what} ({type(exc).__name__})") \
+            from exc
+    if not isinstance(payload, dict) or payload.get("format") != fmt:
+        raise ConfigError(f"{path}: not a gtn-nas {what} (format {fmt} expected)")
+    return payload

@@ -118,3 +118,41 @@ def plot_training_curves(history: Sequence[dict[str, Any]], path: str | Path,
     fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
     return atomic_write_bytes(path, buffer.getvalue())
+
+
+def plot_pareto(candidates, front, picks, budgets, path: str | Path, cost: str = "latency_ms",
+                title: str = "search") -> Path:
+    """Cost (latency or MFLOPs) vs score of every candidate, the Pareto front, the tier picks
+    and the tiers' budgets on that cost."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from gtn_nas.fileio import atomic_write_bytes
+
+    label = {"latency_ms": "latency (ms)", "mflops": "MFLOPs"}[cost]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    xs = [c.metric(cost) for c in candidates]
+    ax.scatter(xs, [c.score for c in candidates], s=8, alpha=0.35, color="grey",
+               label="candidates")
+    ax.plot([c.metric(cost) for c in front], [c.score for c in front], "-", color="C0",
+            label="Pareto front")
+    for i, (tier, pick) in enumerate(picks.items()):
+        colour = f"C{i + 1}"
+        ax.scatter([pick.metric(cost)], [pick.score], s=80, marker="*", color=colour, zorder=3,
+                   label=f"tier {tier} pick")
+        limit = budgets[tier].get(cost)
+        if limit is not None:
+            ax.axvline(limit, color=colour, linestyle="--", alpha=0.6)
+    ax.set_xscale("log")
+    ax.set_xlabel(label)
+    ax.set_ylabel("score")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return atomic_write_bytes(path, buffer.getvalue())

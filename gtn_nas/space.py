@@ -201,18 +201,20 @@ class SupernetSpace(ModelSpace):
                               f"presets: {known}")
         return self.validate(self.presets[name], where=f"preset {name}")
 
+    def unit_configs(self, name: str) -> list[tuple[Any, ...]]:
+        """The distinct canonical configurations of unit ``name`` (values of its labels)."""
+        choices = self.choices()
+        unit = self.units[name]
+        labels = unit.labels()
+        seen: dict[tuple[Any, ...], None] = {}
+        for values in itertools.product(*(choices[label] for label in labels)):
+            canonical = unit.canonical(dict(zip(labels, values)))
+            seen[tuple(canonical[label] for label in labels)] = None
+        return list(seen)
+
     def unit_configurations(self) -> dict[str, int]:
         """Unit name -> number of distinct configurations of that unit."""
-        choices = self.choices()
-        counts = {}
-        for name, unit in self.units.items():
-            labels = unit.labels()
-            seen = set()
-            for values in itertools.product(*(choices[label] for label in labels)):
-                canonical = unit.canonical(dict(zip(labels, values)))
-                seen.add(tuple(canonical[label] for label in labels))
-            counts[name] = len(seen)
-        return counts
+        return {name: len(self.unit_configs(name)) for name in self.units}
 
     def size(self) -> int:
         """The number of distinct canonical samples (students as labelled) in the space.
@@ -279,14 +281,11 @@ class SupernetSpace(ModelSpace):
 
     def max_block_channels(self) -> list[int]:
         """The widest output each block can have over all samples."""
-        choices = self.choices()
         possible, widest = {self.in_channels}, []
         for group in self.block_units:
             for name in group:
                 unit = self.units[name]
-                labels = unit.labels()
-                configs = [dict(zip(labels, values))
-                           for values in itertools.product(*(choices[lb] for lb in labels))]
+                configs = [dict(zip(unit.labels(), config)) for config in self.unit_configs(name)]
                 possible = {unit.out_channels(config, width) for width in possible
                             for config in configs}
             widest.append(max(possible))

@@ -23,7 +23,7 @@ from torch import nn
 
 from gtn_nas.config import read_yaml
 from gtn_nas.errors import ConfigError, SampleError
-from gtn_nas.fileio import atomic_torch_save, atomic_write_text
+from gtn_nas.fileio import atomic_torch_save, atomic_write_text, load_checkpoint
 from gtn_nas.plugins import resolve_spec
 from gtn_nas.space import Sample, SupernetSpace
 
@@ -97,16 +97,7 @@ def load_student(path: str | os.PathLike, space: SupernetSpace | None = None) ->
     from gtn_nas.plugins import build_space, is_file_spec
 
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"student checkpoint {path} does not exist")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ConfigError(f"{path}: not a readable student checkpoint "
-                          f"({type(exc).__name__})") from exc
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise ConfigError(f"{path}: not a gtn-nas student checkpoint (format "
-                          f"{CHECKPOINT_FORMAT} expected)")
+    payload = load_checkpoint(path, CHECKPOINT_FORMAT, "student checkpoint")
     spec, options = payload.get("space"), payload.get("options")
     if not isinstance(spec, str) or not isinstance(options, Mapping) or not isinstance(
             payload.get("sample"), Mapping) or not isinstance(payload.get("state_dict"), Mapping):

@@ -243,17 +243,10 @@ def load_teacher(path: str | os.PathLike) -> tuple[TeacherNet, dict[str, Any]]:
     Raises:
         ConfigError: missing, corrupt or foreign file.
     """
+    from gtn_nas.fileio import load_checkpoint
+
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"teacher checkpoint {path} does not exist")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ConfigError(f"{path}: not a readable teacher checkpoint "
-                          f"({type(exc).__name__})") from exc
-    if not isinstance(payload, dict) or payload.get("format") != TEACHER_FORMAT:
-        raise ConfigError(f"{path}: not a gtn-nas teacher checkpoint (format {TEACHER_FORMAT} "
-                          f"expected)")
+    payload = load_checkpoint(path, TEACHER_FORMAT, "teacher checkpoint")
     teacher = build_teacher(payload["teacher"], num_classes=payload["num_classes"],
                             in_channels=payload["in_channels"], **payload.get("options", {}))
     _load_checked(teacher, payload["state_dict"], path)

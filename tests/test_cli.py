@@ -86,8 +86,10 @@ def test_file_plugin_on_the_command_line(capsys):
     (["space", "sample", "--out", "{tmp}"], "cannot write"),
     (["space", "show", "--sample", "{tmp}"], "is a directory"),
     (["space", "show", "--space", "missing.py:factory"], "no such file"),
-    (["demo", "--data", "cifar100", "--data-root", "{tmp}"], "cifar-100-python"),
-    (["demo", "--data", "digitz"], "unknown dataset 'digitz' (did you mean: digits?)"),
+    (["demo", "--data", "cifar100", "--data-root", "{tmp}", "--out", "{tmp}/d"],
+     "cifar-100-python"),
+    (["demo", "--data", "digitz", "--out", "{tmp}/d"],
+     "unknown dataset 'digitz' (did you mean: digits?)"),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, argv, message):
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
@@ -130,10 +132,13 @@ def test_debug_shows_the_traceback(tmp_path):
     assert done.returncode != 0 and "Traceback" in done.stderr
 
 
-def test_demo_runs_the_main_job_on_digits(capsys, tmp_path):
+def test_demo_runs_the_whole_pipeline_on_digits(capsys, tmp_path):
     out_dir = tmp_path / "demo"
-    code, out, _ = run(capsys, "demo", "--out", str(out_dir), "--seed", "1")
-    assert code == 0
-    assert {p.name for p in out_dir.iterdir()} == {"student.yaml", "student.pt", "student.onnx"}
-    assert "digits: 1258 train / 180 val / 359 test images" in out
-    assert "max |ORT - PyTorch|" in out
+    code, out, err = run(capsys, "demo", "--out", str(out_dir), "--epochs", "1",
+                         "--budget-evals", "24")
+    assert code == 0, err
+    files = {p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*") if p.is_file()}
+    assert {"teacher/teacher.pt", "teacher/branches.pt", "teacher/curves.png",
+            "host_cpu.latency.json", "search/summary.md", "search/students/s.yaml",
+            "export/s.onnx", "export/m.onnx", "export/l.onnx"} <= files
+    assert "4/4 exporting" in out and "max |ORT - PyTorch|" in out

@@ -44,5 +44,11 @@ def test_cost_models_follow_the_contract(small_space):
     student = small_space.freeze(sample)
     assert params.cost(sample) == count_params(student)
     assert flops.cost(sample) == count_flops(student, small_space.example_input())
-    assert flops.cost(dict(sample)) == flops.cost(sample)  # cached by canonical sample
-    assert len(flops._cache) == 1
+    cached = len(flops.unit_costs._cache)
+    assert flops.cost(dict(sample)) == flops.cost(sample)  # cached per unit step
+    assert len(flops.unit_costs._cache) == cached
+    for seed in range(6, 12):  # sums of per-unit costs equal whole-student counts
+        other = small_space.sample(seed)
+        student = small_space.freeze(other)
+        assert flops.cost(other) == count_flops(student, small_space.example_input())
+        assert params.cost(other) == count_params(student)

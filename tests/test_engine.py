@@ -113,7 +113,7 @@ def test_resume_refusals_overwrite_nothing(data, tmp_path):
         fit(_method(), data.train, data.val, _config(lr=0.1), run, resume=True)
     assert _digest(checkpoint) == before
     checkpoint.write_bytes(b"garbage")
-    with pytest.raises(ConfigError, match="corrupt or unreadable checkpoint"):
+    with pytest.raises(ConfigError, match="corrupt or unreadable training checkpoint"):
         fit(_method(), data.train, data.val, _config(), run, resume=True)
 
 

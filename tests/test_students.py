@@ -49,7 +49,7 @@ def test_checkpoint_errors(space, tmp_path):
         load_student(tmp_path / "none.pt")
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"\x00not a checkpoint")
-    with pytest.raises(ConfigError, match="not a readable student checkpoint"):
+    with pytest.raises(ConfigError, match="corrupt or unreadable student checkpoint"):
         load_student(corrupt)
     foreign = tmp_path / "foreign.pt"
     torch.save({"weights": torch.zeros(1)}, foreign)

@@ -131,6 +131,16 @@ class GraftedBranches(nn.Module):
             bodies.append(_SupernetBody({n: space.units[n] for n in names}))
         return cls(transforms, bodies, space, None)
 
+    def branch(self, index: int, feature: torch.Tensor, sample: Mapping[str, Any] | None = None,
+               gates: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """Logits of branch ``index`` (0-based) alone, from the teacher's feature at its cut."""
+        x = self.transforms[index](feature)
+        if self.fixed_sample is None:
+            if sample is None:
+                raise ValueError("supernet branches need a sample (the path to run)")
+            x = x[:, : self.space[0].block_channels(sample)[index]]
+        return self.bodies[index](x, sample, gates)
+
     def forward(self, features: Sequence[torch.Tensor], sample: Mapping[str, Any] | None = None,
                 gates: Mapping[str, torch.Tensor] | None = None) -> list[torch.Tensor]:
         """Logits of branches 1..3 for the teacher's ``features`` at the 3 cuts.
@@ -143,16 +153,4 @@ class GraftedBranches(nn.Module):
         """
         if len(features) != NUM_BLOCKS - 1:
             raise ValueError(f"expected {NUM_BLOCKS - 1} features, got {len(features)}")
-        widths = None
-        if self.fixed_sample is None:
-            if sample is None:
-                raise ValueError("supernet branches need a sample (the path to run)")
-            widths = self.space[0].block_channels(sample)
-        logits = []
-        for k, (feature, transform, body) in enumerate(
-                zip(features, self.transforms, self.bodies)):
-            x = transform(feature)
-            if widths is not None:
-                x = x[:, : widths[k]]
-            logits.append(body(x, sample, gates))
-        return logits
+        return [self.branch(k, feature, sample, gates) for k, feature in enumerate(features)]

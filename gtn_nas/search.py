@@ -1,0 +1,506 @@
+"""Hardware-aware search: the best small, medium and large students of a space for one device.
+
+Candidates are scored either through a GTN teacher (the accuracy of the sampled path on the
+validation split through the teacher's grafted supernet branch 1, weight sharing, no training)
+or, without a teacher, by a capacity proxy: ``log10(parameters) + log10(FLOPs)`` (bigger is
+assumed better, so each tier picks the largest student its budgets allow).
+
+Costs: parameters and FLOPs from :class:`gtn_nas.costs.UnitCosts` (exact, fvcore); latency from
+the profile's lookup table (``table``), else the roofline estimate (``estimated``). For a
+profile that runs here, the picks are re-measured with ONNX Runtime (``measured``) and a pick
+over its latency budget is replaced by the next best.
+
+Strategies come from NNI and run in-process: ``evolution`` (NNI's RegularizedEvolution) and
+``random`` (NNI's Random), one run per tier with a constraint-aware fitness (a feasible
+candidate scores its score; an infeasible one is ranked below every feasible one by how far
+it misses), driven through a ``SimplifiedModelSpace`` whose executable model is the sample
+itself, so no network is built per candidate.
+
+Example:
+    >>> result = run_search(space, load_profile("jetson"), budget_evals=600)   # doctest: +SKIP
+    >>> result.picks["s"].sample                                                # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import torch
+
+from gtn_nas.costs import UnitCosts
+from gtn_nas.errors import ConfigError, InfeasibleBudgetError
+from gtn_nas.space import Sample, SupernetSpace
+
+_log = logging.getLogger(__name__)
+
+STRATEGIES = ("evolution", "random")
+METRICS = {"latency_ms": "latency (ms)", "mflops": "MFLOPs", "params_m": "M parameters"}
+
+
+@dataclass
+class Candidate:
+    """One evaluated student."""
+
+    sample: Sample
+    params: int
+    mflops: float
+    latency_ms: float | None
+    latency_source: str
+    score: float
+    measured: dict[str, float] = field(default_factory=dict)
+
+    def metric(self, name: str) -> float | None:
+        return {"latency_ms": self.latency_ms, "mflops": self.mflops,
+                "params_m": self.params / 1e6}[name]
+
+    def violation(self, limits: Mapping[str, float]) -> float:
+        """Sum of relative excesses over ``limits`` (0 when every budget is met)."""
+        total = 0.0
+        for name, limit in limits.items():
+            value = self.metric(name)
+            if value is not None and value > limit:
+                total += value / limit - 1.0
+        return total
+
+    def to_json(self) -> dict[str, Any]:
+        return {"sample": self.sample, "params": self.params, "mflops": round(self.mflops, 4),
+                "latency_ms": None if self.latency_ms is None else round(self.latency_ms, 5),
+                "latency_source": self.latency_source, "score": round(self.score, 6),
+                **({"measured": self.measured} if self.measured else {})}
+
+
+# ----------------------------------------------------------------------------- latency models
+class TableLatency:
+    """Latency from a device's lookup table (source ``table``)."""
+
+    source = "table"
+
+    def __init__(self, table, unit_costs: UnitCosts) -> None:
+        self.table, self.unit_costs = table, unit_costs
+
+    def __call__(self, sample: Sample) -> float:
+        return self.table.predict(sample, self.unit_costs)
+
+
+class EstimatedLatency:
+    """Roofline estimate from the profile's device facts (source ``estimated``).
+
+    The estimate is a sum over layers, so it is computed once per unit step and cached.
+    """
+
+    source = "estimated"
+
+    def __init__(self, space: SupernetSpace, profile, unit_costs: UnitCosts) -> None:
+        self.space, self.profile, self.unit_costs = space, profile, unit_costs
+        self._cache: dict[Any, float] = {}
+
+    def __call__(self, sample: Sample) -> float:
+        from gtn_nas.latency import estimate_latency_ms
+
+        total = 0.0
+        batch = self.profile.input.batch
+        for step, cost in self.unit_costs.steps(sample):
+            if not cost.present:
+                continue
+            if step not in self._cache:
+                module = self.unit_costs.module(step)
+                x = torch.zeros(batch, step.in_channels, step.in_size, step.in_size)
+                self._cache[step] = estimate_latency_ms(module, x, self.profile)
+            total += self._cache[step]
+        return total
+
+
+def latency_model(space: SupernetSpace, profile, unit_costs: UnitCosts):
+    """The profile's table when it exists (checked against space and profile), else the
+    roofline estimate; a profile with no latency budget needs neither (None)."""
+    from gtn_nas.latency import LatencyTable
+
+    path = profile.latency_table_path()
+    if path is not None and path.is_file():
+        return TableLatency(LatencyTable.load(path, space, profile), unit_costs)
+    if not any("latency_ms" in b.limits() for b in profile.budgets.values()):
+        return None
+    where = "this machine" if profile.device.runs_here else "the device"
+    _log.warning("profile %s has no latency table; latencies are ESTIMATED from its device "
+                 "facts (build a table on %s: gtn-nas profile --hw ...)", profile.name, where)
+    return EstimatedLatency(space, profile, unit_costs)
+
+
+# ----------------------------------------------------------------------------- scorers
+def proxy_score(params: int, flops: int) -> float:
+    """Capacity proxy: ``log10(parameters) + log10(FLOPs)``."""
+    return math.log10(max(params, 1)) + math.log10(max(flops, 1))
+
+
+class BranchScorer:
+    """Validation accuracy of a path through a GTN teacher's grafted branch 1.
+
+    The teacher's features at cut 1 are computed once; each path then runs only its branch.
+    """
+
+    def __init__(self, teacher: torch.nn.Module, branches, images: torch.Tensor,
+                 labels: torch.Tensor, batch_size: int = 256) -> None:
+        self.branches, self.labels, self.batch_size = branches.eval(), labels, batch_size
+        teacher.eval()
+        with torch.no_grad():
+            self.features = torch.cat([teacher.forward_with_features(images[i:i + batch_size])[1][0]
+                                       for i in range(0, len(images), batch_size)])
+
+    def __call__(self, sample: Sample) -> float:
+        correct = 0
+        with torch.no_grad():
+            for i in range(0, len(self.features), self.batch_size):
+                logits = self.branches.branch(0, self.features[i:i + self.batch_size], sample)
+                correct += int((logits.argmax(1) == self.labels[i:i + self.batch_size]).sum())
+        return correct / len(self.labels)
+
+
+# ----------------------------------------------------------------------------- evaluation
+class Evaluator:
+    """Evaluates samples into :class:`Candidate` s, each canonical sample once."""
+
+    def __init__(self, space: SupernetSpace, unit_costs: UnitCosts, latency,
+                 scorer: Callable[[Sample], float] | None = None) -> None:
+        self.space, self.unit_costs, self.latency, self.scorer = space, unit_costs, latency, scorer
+        self.seen: dict[tuple, Candidate] = {}
+
+    def __call__(self, sample: Mapping[str, Any]) -> Candidate:
+        canonical = self.space.validate(sample)
+        key = tuple(canonical.items())
+        if key not in self.seen:
+            params = self.unit_costs.params(canonical)
+            flops = self.unit_costs.flops(canonical)
+            latency = None if self.latency is None else float(self.latency(canonical))
+            score = self.scorer(canonical) if self.scorer else proxy_score(params, flops)
+            self.seen[key] = Candidate(canonical, params, flops / 1e6, latency,
+                                       self.latency.source if self.latency else "none", score)
+        return self.seen[key]
+
+
+def fitness(candidate: Candidate, limits: Mapping[str, float]) -> float:
+    """Score when within budget; else below every feasible candidate by the relative miss."""
+    miss = candidate.violation(limits)
+    return candidate.score if miss == 0 else -1e6 * (1.0 + miss)
+
+
+def _nni_search(space: SupernetSpace, evaluate: Callable[[Sample], float], strategy: str,
+                evals: int, seed: int) -> None:
+    import nni
+    from nni.nas.evaluator import FunctionalEvaluator
+    from nni.nas.execution import SequentialExecutionEngine
+    from nni.nas.space import SimplifiedModelSpace
+    from nni.nas.strategy import Random, RegularizedEvolution
+
+    class SampleSpace(SimplifiedModelSpace):
+        """The executable model is the sample itself: costs come from tables, not networks."""
+
+        def executable_model(self) -> Any:
+            return {str(k): v for k, v in self.sample.items()}
+
+    def report(sample: dict) -> None:
+        nni.report_final_result(float(evaluate(sample)))
+
+    if strategy == "evolution":
+        population = max(4, min(50, evals // 4))
+        chosen = RegularizedEvolution(population_size=population,
+                                      sample_size=max(2, population // 5), mutation_prob=0.15,
+                                      seed=seed)
+    else:
+        chosen = Random(seed=seed, dedup=False)
+    model_space = SampleSpace.from_model(space, FunctionalEvaluator(report))
+    for name in ("nni", "nni.nas"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        chosen(model_space, SequentialExecutionEngine(max_model_count=evals))
+
+
+@dataclass
+class SearchResult:
+    """Everything a search found."""
+
+    candidates: list[Candidate]
+    picks: dict[str, Candidate]
+    budgets: dict[str, dict[str, float]]
+    latency_source: str
+    scored_by: str
+    notes: list[str] = field(default_factory=list)
+
+
+def pareto_front(candidates: list[Candidate], cost: str = "latency_ms") -> list[Candidate]:
+    """Candidates no other candidate beats on both lower ``cost`` and higher score."""
+    ordered = sorted((c for c in candidates if c.metric(cost) is not None),
+                     key=lambda c: (c.metric(cost), -c.score))
+    front, best = [], -math.inf
+    for candidate in ordered:
+        if candidate.score > best:
+            front.append(candidate)
+            best = candidate.score
+    return front
+
+
+def run_search(space: SupernetSpace, profile, *, strategy: str = "evolution",
+               budget_evals: int = 600, seed: int = 0,
+               scorer: Callable[[Sample], float] | None = None, scored_by: str = "proxy",
+               remeasure: bool | None = None,
+               progress: Callable[[int, int], None] | None = None) -> SearchResult:
+    """Searches ``space`` for the best student of each of the profile's tiers.
+
+    Args:
+        space: The search space (its input must match the profile's).
+        profile: The device profile with budgets for tiers s, m, l.
+        strategy: ``evolution`` or ``random`` (NNI's).
+        budget_evals: Candidates evaluated in total (split over the tiers).
+        seed: Seeds the strategies.
+        scorer: Sample -> score (default: the capacity proxy).
+        scored_by: How the score was made (for the report).
+        remeasure: Re-measure the picks with ONNX Runtime (default: when the profile runs here);
+            a pick over its latency budget is replaced by the next best.
+        progress: ``progress(done, total)`` callback.
+
+    Raises:
+        ConfigError: unknown strategy, too small a budget.
+        InfeasibleBudgetError: a tier no student of the space can meet (with the smallest
+            reachable cost).
+    """
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"unknown strategy '{strategy}'; strategies: {', '.join(STRATEGIES)}")
+    tiers = list(profile.budgets)
+    if budget_evals < 2 * len(tiers):
+        raise ConfigError(f"--budget-evals {budget_evals} is too small: at least "
+                          f"{2 * len(tiers)} ({len(tiers)} tiers)")
+    unit_costs = UnitCosts(space)
+    latency = latency_model(space, profile, unit_costs)
+    evaluator = Evaluator(space, unit_costs, latency, scorer)
+    budgets = {tier: profile.budgets[tier].limits() for tier in tiers}
+    check_feasible(space, budgets, unit_costs, latency, evaluator)
+    done = [0]
+    total = budget_evals
+
+    for index, tier in enumerate(tiers):
+        limits = budgets[tier]
+
+        def evaluate(sample: Sample, limits=limits) -> float:
+            candidate = evaluator(sample)
+            done[0] += 1
+            if progress:
+                progress(done[0], total)
+            return fitness(candidate, limits)
+
+        evals = budget_evals // len(tiers) + (1 if index < budget_evals % len(tiers) else 0)
+        _nni_search(space, evaluate, strategy, evals, seed + 7919 * index)
+
+    candidates = list(evaluator.seen.values())
+    remeasure = profile.device.runs_here if remeasure is None else remeasure
+    picks, notes = {}, []
+    for tier in tiers:
+        feasible = sorted((c for c in candidates if c.violation(budgets[tier]) == 0),
+                          key=lambda c: -c.score)
+        if not feasible:
+            raise InfeasibleBudgetError(
+                f"tier {tier}: none of the {len(candidates)} evaluated students meets "
+                f"{_fmt_limits(budgets[tier])}; raise --budget-evals or loosen the budget")
+        pick = feasible[0]
+        if remeasure:
+            pick, note = _remeasured_pick(space, profile, feasible, budgets[tier], tier)
+            if note:
+                notes.append(note)
+        picks[tier] = pick
+    return SearchResult(candidates, picks, budgets, latency.source if latency else "none",
+                        scored_by, notes)
+
+
+def _remeasured_pick(space, profile, feasible: list[Candidate], limits, tier: str,
+                     tries: int = 5) -> tuple[Candidate, str | None]:
+    from gtn_nas.latency import measure_module, student_input_shape
+
+    shape = student_input_shape(space, profile)
+    for rank, candidate in enumerate(feasible[:tries]):
+        stats = measure_module(space.freeze(candidate.sample, seed=0).eval(), shape, profile)
+        candidate.measured = {"median_ms": round(stats.median_ms, 5),
+                              "p90_ms": round(stats.p90_ms, 5), "spread": round(stats.spread, 4)}
+        value = stats.value(profile.measurement.statistic)
+        if value <= limits.get("latency_ms", float("inf")):
+            note = None if rank == 0 else (
+                f"tier {tier}: {rank} better-scored pick(s) measured over "
+                f"{limits['latency_ms']} ms and were replaced")
+            return candidate, note
+    raise InfeasibleBudgetError(f"tier {tier}: the {tries} best candidates all measured over "
+                                f"{limits.get('latency_ms')} ms on this machine; the latency "
+                                f"table may be stale (rebuild it with gtn-nas profile)")
+
+
+def _fmt_limits(limits: Mapping[str, float]) -> str:
+    return ", ".join(f"{METRICS[k]} <= {v:g}" for k, v in limits.items())
+
+
+def minimal_costs(space: SupernetSpace, unit_costs: UnitCosts,
+                  latency=None) -> dict[str, float]:
+    """The smallest reachable params (M), MFLOPs and (table) latency over the whole space.
+
+    Costs are sums over unit steps, so a pass over the units keeping the cheapest way to reach
+    each input shape gives the exact minimum (one per metric).
+    """
+    from gtn_nas.latency import reachable_steps
+
+    steps = reachable_steps(space, unit_costs)
+    table = getattr(latency, "table", None)
+    metrics = {"params_m": lambda s, c: c.params / 1e6, "mflops": lambda s, c: c.flops / 1e6}
+    if table is not None:
+        metrics["latency_ms"] = lambda s, c: table.entries.get(s.key(), math.inf)
+    minima = {}
+    for metric, cost_of in metrics.items():
+        best = {(space.in_channels, space.input_size): 0.0}
+        for name in space.units:
+            nxt: dict[tuple[int, int], float] = {}
+            unit_steps = [s for s in steps if s.unit == name]
+            for (channels, size), so_far in best.items():
+                for step in unit_steps:
+                    if (step.in_channels, step.in_size) != (channels, size):
+                        continue
+                    cost = unit_costs.step_cost(step)
+                    state = (cost.out_channels, cost.out_size)
+                    nxt[state] = min(nxt.get(state, math.inf), so_far + cost_of(step, cost))
+                if _can_drop(space, name, unit_costs, channels, size):
+                    nxt[(channels, size)] = min(nxt.get((channels, size), math.inf), so_far)
+            best = nxt
+        minima[metric] = min(best.values()) + (table.overhead_ms if metric == "latency_ms"
+                                                else 0.0)
+    return minima
+
+
+def _can_drop(space: SupernetSpace, unit_name: str, unit_costs: UnitCosts,
+              channels: int, size: int) -> bool:
+    """Whether some configuration of the unit drops it (no module) at this input."""
+    from gtn_nas.costs import PathStep
+
+    return any(not unit_costs.step_cost(PathStep(unit_name, config, channels, size)).present
+               for config in space.unit_configs(unit_name))
+
+
+def check_feasible(space: SupernetSpace, budgets: Mapping[str, Mapping[str, float]],
+                   unit_costs: UnitCosts, latency, evaluator: Evaluator) -> None:
+    """Raises InfeasibleBudgetError for a budget below the smallest reachable cost."""
+    minima = minimal_costs(space, unit_costs, latency)
+    if latency is not None and "latency_ms" not in minima:  # estimated: the smallest student
+        smallest = min((space.default_sample(), *(space.preset(p) for p in space.presets)),
+                       key=lambda s: unit_costs.flops(s))
+        minima["latency_ms"] = evaluator(smallest).latency_ms or 0.0
+    for tier, limits in budgets.items():
+        for metric, limit in limits.items():
+            if metric in minima and limit < minima[metric]:
+                raise InfeasibleBudgetError(
+                    f"tier {tier}: {METRICS[metric]} <= {limit:g} is below the smallest "
+                    f"reachable in {space.spec} ({minima[metric]:.4g})")
+
+
+def save_search(result: SearchResult, out_dir, space: SupernetSpace, profile) -> dict[str, Any]:
+    """Writes candidates.json, pareto.csv, pareto.png, students/{tier}.yaml and summary.md."""
+    import csv
+    import io
+    import json
+    from pathlib import Path
+
+    from gtn_nas.fileio import atomic_write_text
+    from gtn_nas.report import markdown_table, plot_pareto
+    from gtn_nas.students import save_sample_file
+
+    out = Path(out_dir)
+    paths: dict[str, Any] = {}
+    paths["candidates"] = atomic_write_text(out / "candidates.json", json.dumps(
+        {"profile": profile.name, "space": space.spec, "latency_source": result.latency_source,
+         "scored_by": result.scored_by,
+         "candidates": [c.to_json() for c in result.candidates]}, indent=1) + "\n")
+    cost = "latency_ms" if result.latency_source != "none" else "mflops"
+    front = pareto_front(result.candidates, cost)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["latency_ms", "mflops", "params", "score", "sample"])
+    for c in front:
+        writer.writerow([c.latency_ms, round(c.mflops, 4), c.params, round(c.score, 6),
+                         json.dumps(c.sample)])
+    paths["pareto_csv"] = atomic_write_text(out / "pareto.csv", buffer.getvalue())
+    paths["pareto_png"] = plot_pareto(result.candidates, front, result.picks, result.budgets,
+                                      out / "pareto.png", cost=cost,
+                                      title=f"{space.spec} on {profile.name}")
+    paths["students"] = {}
+    for tier, pick in result.picks.items():
+        paths["students"][tier] = save_sample_file(
+            out / "students" / f"{tier}.yaml", pick.sample, space, tier=tier,
+            profile=profile.name, score=round(pick.score, 6), params=pick.params,
+            mflops=round(pick.mflops, 4),
+            latency_ms=None if pick.latency_ms is None else round(pick.latency_ms, 5),
+            latency_source=pick.latency_source, **({"measured": pick.measured}
+                                                     if pick.measured else {}))
+    rows = []
+    for tier, pick in result.picks.items():
+        latency = "-" if pick.latency_ms is None else f"{pick.latency_ms:.3f} ({pick.latency_source})"
+        measured = pick.measured.get("median_ms")
+        rows.append([tier, _fmt_limits(result.budgets[tier]), f"{pick.params:,}",
+                     f"{pick.mflops:.1f}", latency,
+                     "-" if measured is None else f"{measured:.3f} (measured)",
+                     f"{pick.score:.4f}", space.describe_sample(pick.sample)])
+    lines = [f"# Search: {space.spec} on {profile.name}", "",
+             f"{len(result.candidates)} distinct candidates; score: {result.scored_by}; "
+             f"latency: {result.latency_source}"
+             + (" (ESTIMATED from the profile's device facts)"
+                if result.latency_source == "estimated" else ""), "",
+             markdown_table(["tier", "budget", "params", "MFLOPs", "latency ms",
+                             "re-measured", "score", "student"], rows), ""]
+    lines += [f"- {note}" for note in result.notes]
+    paths["summary"] = atomic_write_text(out / "summary.md", "\n".join(lines) + "\n")
+    return paths
+
+
+def load_branch_scorer(teacher_path, space_override: str | None = None):
+    """The space and :class:`BranchScorer` of a GTN run, from its ``teacher.pt``.
+
+    The run directory must hold ``branches.pt`` (written by ``train-teacher --method gtn``) and
+    ``config.yaml``; the validation split is rebuilt exactly as in training (same data, seed,
+    fractions). Returns ``(space, scorer)``.
+    """
+    from pathlib import Path
+
+    from gtn_nas.config import load_config
+    from gtn_nas.data import load_dataset
+    from gtn_nas.methods.grafting import GraftedBranches
+    from gtn_nas.plugins import build_space, is_file_spec
+    from gtn_nas.teachers import load_teacher
+    from gtn_nas.train_teacher import TeacherRunConfig
+
+    teacher_path = Path(teacher_path)
+    run_dir = teacher_path.parent
+    branches_path = run_dir / "branches.pt"
+    if not branches_path.is_file():
+        raise ConfigError(f"--teacher {teacher_path}: no branches.pt beside it; scoring paths "
+                          f"needs a GTN run (train-teacher --method gtn)")
+    teacher, _ = load_teacher(teacher_path)
+    try:
+        payload = torch.load(branches_path, map_location="cpu", weights_only=True)
+        spec, options, state = payload["space"], payload["options"], payload["state_dict"]
+    except Exception as exc:
+        raise ConfigError(f"{branches_path}: not a readable GTN branches file "
+                          f"({type(exc).__name__})") from exc
+    if is_file_spec(spec) and space_override != spec:
+        raise ConfigError(f"{branches_path} uses the plugin file {spec}; pass --space {spec} "
+                          f"to trust it")
+    if space_override is not None and space_override != spec and not is_file_spec(spec):
+        raise ConfigError(f"--space {space_override} does not match the teacher's space {spec}")
+    space = build_space(spec, **options)
+    branches = GraftedBranches.for_supernet(teacher, space, space.input_size)
+    try:
+        branches.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ConfigError(f"{branches_path} does not match its teacher: "
+                          f"{str(exc).splitlines()[0]}") from exc
+    run = load_config(TeacherRunConfig, run_dir / "config.yaml").resolved()
+    splits = load_dataset(run.data, root=run.data_root, image_size=run.image_size,
+                          seed=run.train.seed, limit=run.limit, augment=False,
+                          **run.data_options)
+    images = torch.stack([splits.val[i][0] for i in range(len(splits.val))])
+    labels = torch.tensor([int(splits.val[i][1]) for i in range(len(splits.val))])
+    return space, BranchScorer(teacher, branches, images, labels)
