@@ -275,7 +275,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 def cmd_search(args: argparse.Namespace) -> int:
     from gtn_nas.profiles import load_profile
-    from gtn_nas.search import load_branch_scorer, run_search, save_search
+    from gtn_nas.scoring import load_branch_scorer
+    from gtn_nas.search import run_search, save_search
 
     profile = load_profile(args.hw)
     if args.teacher:

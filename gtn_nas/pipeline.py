@@ -33,7 +33,8 @@ from gtn_nas.engine import TrainConfig
 from gtn_nas.export import check_parity, export_onnx
 from gtn_nas.latency import build_latency_table
 from gtn_nas.profiles import MeasurementSpec, TierBudget, load_profile
-from gtn_nas.search import load_branch_scorer, run_search, save_search
+from gtn_nas.scoring import load_branch_scorer
+from gtn_nas.search import run_search, save_search
 from gtn_nas.train_teacher import TeacherRunConfig, train_teacher
 
 _log = logging.getLogger(__name__)

@@ -1,9 +1,7 @@
 """Hardware-aware search: the best small, medium and large students of a space for one device.
 
-Candidates are scored either through a GTN teacher (the accuracy of the sampled path on the
-validation split through the teacher's grafted supernet branch 1, weight sharing, no training)
-or, without a teacher, by a capacity proxy: ``log10(parameters) + log10(FLOPs)`` (bigger is
-assumed better, so each tier picks the largest student its budgets allow).
+Candidates are scored by :mod:`gtn_nas.scoring`: through a GTN teacher's grafted branch, or,
+without a teacher, by a capacity proxy.
 
 Costs: parameters and FLOPs from :class:`gtn_nas.costs.UnitCosts` (exact, fvcore); latency from
 the profile's lookup table (``table``), else the roofline estimate (``estimated``). For a
@@ -33,6 +31,7 @@ import torch
 
 from gtn_nas.costs import UnitCosts
 from gtn_nas.errors import ConfigError, InfeasibleBudgetError
+from gtn_nas.scoring import proxy_score
 from gtn_nas.space import Sample, SupernetSpace
 
 _log = logging.getLogger(__name__)
@@ -128,35 +127,6 @@ def latency_model(space: SupernetSpace, profile, unit_costs: UnitCosts):
     _log.warning("profile %s has no latency table; latencies are ESTIMATED from its device "
                  "facts (build a table on %s: gtn-nas profile --hw ...)", profile.name, where)
     return EstimatedLatency(space, profile, unit_costs)
-
-
-# ----------------------------------------------------------------------------- scorers
-def proxy_score(params: int, flops: int) -> float:
-    """Capacity proxy: ``log10(parameters) + log10(FLOPs)``."""
-    return math.log10(max(params, 1)) + math.log10(max(flops, 1))
-
-
-class BranchScorer:
-    """Validation accuracy of a path through a GTN teacher's grafted branch 1.
-
-    The teacher's features at cut 1 are computed once; each path then runs only its branch.
-    """
-
-    def __init__(self, teacher: torch.nn.Module, branches, images: torch.Tensor,
-                 labels: torch.Tensor, batch_size: int = 256) -> None:
-        self.branches, self.labels, self.batch_size = branches.eval(), labels, batch_size
-        teacher.eval()
-        with torch.no_grad():
-            self.features = torch.cat([teacher.forward_with_features(images[i:i + batch_size])[1][0]
-                                       for i in range(0, len(images), batch_size)])
-
-    def __call__(self, sample: Sample) -> float:
-        correct = 0
-        with torch.no_grad():
-            for i in range(0, len(self.features), self.batch_size):
-                logits = self.branches.branch(0, self.features[i:i + self.batch_size], sample)
-                correct += int((logits.argmax(1) == self.labels[i:i + self.batch_size]).sum())
-        return correct / len(self.labels)
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -454,53 +424,3 @@ def save_search(result: SearchResult, out_dir, space: SupernetSpace, profile) ->
     lines += [f"- {note}" for note in result.notes]
     paths["summary"] = atomic_write_text(out / "summary.md", "\n".join(lines) + "\n")
     return paths
-
-
-def load_branch_scorer(teacher_path, space_override: str | None = None):
-    """The space and :class:`BranchScorer` of a GTN run, from its ``teacher.pt``.
-
-    The run directory must hold ``branches.pt`` (written by ``train-teacher --method gtn``) and
-    ``config.yaml``; the validation split is rebuilt exactly as in training (same data, seed,
-    fractions). Returns ``(space, scorer)``.
-    """
-    from pathlib import Path
-
-    from gtn_nas.config import load_config
-    from gtn_nas.data import load_dataset
-    from gtn_nas.methods.grafting import GraftedBranches
-    from gtn_nas.plugins import build_space, is_file_spec
-    from gtn_nas.teachers import load_teacher
-    from gtn_nas.train_teacher import TeacherRunConfig
-
-    teacher_path = Path(teacher_path)
-    run_dir = teacher_path.parent
-    branches_path = run_dir / "branches.pt"
-    if not branches_path.is_file():
-        raise ConfigError(f"--teacher {teacher_path}: no branches.pt beside it; scoring paths "
-                          f"needs a GTN run (train-teacher --method gtn)")
-    teacher, _ = load_teacher(teacher_path)
-    try:
-        payload = torch.load(branches_path, map_location="cpu", weights_only=True)
-        spec, options, state = payload["space"], payload["options"], payload["state_dict"]
-    except Exception as exc:
-        raise ConfigError(f"{branches_path}: not a readable GTN branches file "
-                          f"({type(exc).__name__})") from exc
-    if is_file_spec(spec) and space_override != spec:
-        raise ConfigError(f"{branches_path} uses the plugin file {spec}; pass --space {spec} "
-                          f"to trust it")
-    if space_override is not None and space_override != spec and not is_file_spec(spec):
-        raise ConfigError(f"--space {space_override} does not match the teacher's space {spec}")
-    space = build_space(spec, **options)
-    branches = GraftedBranches.for_supernet(teacher, space, space.input_size)
-    try:
-        branches.load_state_dict(state)
-    except RuntimeError as exc:
-        raise ConfigError(f"{branches_path} does not match its teacher: "
-                          f"{str(exc).splitlines()[0]}") from exc
-    run = load_config(TeacherRunConfig, run_dir / "config.yaml").resolved()
-    splits = load_dataset(run.data, root=run.data_root, image_size=run.image_size,
-                          seed=run.train.seed, limit=run.limit, augment=False,
-                          **run.data_options)
-    images = torch.stack([splits.val[i][0] for i in range(len(splits.val))])
-    labels = torch.tensor([int(splits.val[i][1]) for i in range(len(splits.val))])
-    return space, BranchScorer(teacher, branches, images, labels)

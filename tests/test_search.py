@@ -15,8 +15,8 @@ from gtn_nas.costs import UnitCosts
 from gtn_nas.errors import ConfigError, InfeasibleBudgetError
 from gtn_nas.plugins import build_space
 from gtn_nas.profiles import TierBudget, load_profile
-from gtn_nas.search import (Candidate, Evaluator, minimal_costs, pareto_front, proxy_score,
-                            run_search)
+from gtn_nas.scoring import proxy_score
+from gtn_nas.search import Candidate, Evaluator, minimal_costs, pareto_front, run_search
 
 
 @pytest.fixture(scope="module")
