@@ -276,7 +276,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     from gtn_nas.profiles import load_profile
     from gtn_nas.scoring import load_branch_scorer
-    from gtn_nas.search import run_search, save_search
+    from gtn_nas.report import save_search
+    from gtn_nas.search import run_search
 
     profile = load_profile(args.hw)
     if args.teacher:
@@ -285,8 +286,14 @@ def cmd_search(args: argparse.Namespace) -> int:
     else:
         space, scorer, scored_by = _search_space_for_profile(args, profile), None, \
             "capacity proxy log10(params) + log10(FLOPs)"
+    wanted = tuple(profile.input.shape)
+    actual = (space.in_channels, space.input_size, space.input_size)
+    if actual != wanted:
+        _log.warning("profile %s declares input %s; the teacher's space takes %s: its budgets "
+                     "may not fit these students", profile.name, wanted, actual)
     result = run_search(space, profile, strategy=args.strategy, budget_evals=args.budget_evals,
                         seed=args.seed, scorer=scorer, scored_by=scored_by,
+                        latency_table=args.latency_table,
                         progress=_progress_bar(args.budget_evals, "search"))
     out = args.out or f"runs/search-{profile.name}"
     paths = save_search(result, out, space, profile)
@@ -298,6 +305,10 @@ def cmd_search(args: argparse.Namespace) -> int:
         measured = f", measured {pick.measured['median_ms']:.3f} ms" if pick.measured else ""
         _out(f"  {tier}: {pick.params:,} params, {pick.mflops:.1f} MFLOPs, {latency}{measured}, "
              f"score {pick.score:.4f} -> {paths['students'][tier]}")
+    from gtn_nas.report import confidence_lines
+
+    for line in confidence_lines(result):
+        _out(f"  {line[2:]}")
     for note in result.notes:
         _out(f"  note: {note}")
     _out(f"summary: {paths['summary']}  Pareto front: {paths['pareto_csv']}, "
@@ -414,6 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_space_arguments(search)
     search.add_argument("--teacher", help="teacher.pt of a GTN run: score paths through it")
     search.add_argument("--strategy", default="evolution", help="evolution (default) or random")
+    search.add_argument("--latency-table", help="latency table file (default: the profile's)")
     search.add_argument("--budget-evals", type=int, default=600,
                         help="candidates to evaluate in total (default: %(default)s)")
     search.add_argument("--seed", type=int, default=0)

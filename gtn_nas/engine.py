@@ -223,6 +223,8 @@ def fit(method: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainCo
     """
     config.validate()
     run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"{run_dir} is a file, not a run directory; choose another --out")
     checkpoint_path = run_dir / CHECKPOINT_NAME
     identity = dict(to_plain(identity or {"train": config}))
     digest = config_digest(identity)

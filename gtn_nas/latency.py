@@ -3,10 +3,10 @@
 - **Measured**: export the student to ONNX, one ORT session with the profile's providers and
   threads, warm-up runs, then timed repeats; median, p90 and spread are reported.
 - **Table**: ``gtn-nas profile`` on the device measures every unit step a student can contain
-  (unit, choices, input shape: :class:`gtn_nas.costs.PathStep`), each net of the cost of one
-  session call (measured on a one-op model of the same input), fits the end-to-end overhead on
-  a few whole students, and validates on held-out random students. A prediction is the sum of
-  a student's steps plus the overhead: microseconds per student.
+  (unit, choices, input shape: :class:`gtn_nas.costs.PathStep`), fits the end-to-end overhead
+  on a few whole students, and validates on held-out random students. A prediction is the sum
+  of a student's steps plus the overhead, never below the floor (one call of a one-op model on
+  the student's input): microseconds per student.
 - **Estimated**: without a table for a device that is not this machine, a roofline estimate
   from the profile's peak GFLOP/s and memory bandwidth; always labelled ``estimated``.
 
@@ -57,11 +57,17 @@ class LatencyStats:
         return {"median": self.median_ms, "mean": self.mean_ms, "p90": self.p90_ms}[statistic]
 
 
-def _providers(profile) -> list[str]:
+def _providers(profile, strict: bool = False) -> list[str]:
+    """The profile's providers available here; with ``strict`` its first choice must be."""
     import onnxruntime as ort
 
     available = set(ort.get_available_providers())
     usable = [p for p in profile.runtime.providers if p in available]
+    first = profile.runtime.providers[0]
+    if strict and first not in available:
+        raise ConfigError(f"profile {profile.name} runs on {first}, which is not available "
+                          f"here (available: {', '.join(sorted(available))}): build its table "
+                          f"on the device itself")
     if not usable:
         raise ConfigError(f"profile {profile.name}: none of its providers "
                           f"({', '.join(profile.runtime.providers)}) is available here "
@@ -90,13 +96,16 @@ def measure_onnx(path: str | os.PathLike, input_shape: tuple[int, ...], provider
 
 
 def measure_module(module: nn.Module, input_shape: tuple[int, ...], profile,
-                   workdir: str | os.PathLike | None = None) -> LatencyStats:
-    """Exports ``module`` (eval mode) to ONNX and measures it with ``profile``'s runtime."""
+                   workdir: str | os.PathLike | None = None, strict: bool = False
+                   ) -> LatencyStats:
+    """Exports ``module`` (eval mode) to ONNX and measures it with ``profile``'s runtime
+    (``strict``: the profile's first provider must be available)."""
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         path = export_onnx(module, Path(tmp) / "model.onnx", torch.zeros(input_shape),
                            opset=profile.runtime.opset, dynamic_batch=False)
-        return measure_onnx(path, input_shape, _providers(profile), profile.runtime.threads,
-                            profile.measurement.warmup, profile.measurement.repeats)
+        return measure_onnx(path, input_shape, _providers(profile, strict),
+                            profile.runtime.threads, profile.measurement.warmup,
+                            profile.measurement.repeats)
 
 
 def student_input_shape(space: SupernetSpace, profile) -> tuple[int, int, int, int]:
@@ -128,6 +137,8 @@ class LatencyTable:
     statistic: str
     entries: dict[str, float]
     overhead_ms: float = 0.0
+    floor_ms: float = 0.0
+    providers: tuple[str, ...] = ()
     machine: dict[str, Any] = field(default_factory=dict)
     validation: dict[str, Any] = field(default_factory=dict)
     format: str = TABLE_FORMAT
@@ -146,8 +157,12 @@ class LatencyTable:
         return parts
 
     def predict(self, sample: Mapping[str, Any], unit_costs: UnitCosts) -> float:
-        """Sum of the student's parts plus the overhead, in ms."""
-        return sum(ms for _, ms in self.parts(sample, unit_costs)) + self.overhead_ms
+        """Sum of the student's parts plus the overhead, in ms (never below the floor: the
+        measured cost of one call of a one-op model)."""
+        return self.finish(sum(ms for _, ms in self.parts(sample, unit_costs)))
+
+    def finish(self, parts_ms: float) -> float:
+        return max(parts_ms + self.overhead_ms, self.floor_ms)
 
     def save(self, path: str | os.PathLike) -> Path:
         data = to_plain(asdict(self))
@@ -164,6 +179,7 @@ class LatencyTable:
         try:
             data = json.loads(path.read_text())
             data["input_shape"] = tuple(data["input_shape"])
+            data["providers"] = tuple(data.get("providers", ()))
             table = cls(**data)
         except (ValueError, TypeError, KeyError) as exc:
             raise ConfigError(f"{path}: not a gtn-nas latency table ({exc})") from exc
@@ -174,9 +190,15 @@ class LatencyTable:
             raise ConfigError(f"{path} was built for space {table.space} "
                               f"{table.space_options}, not {space.spec} "
                               f"{to_plain(space.options)}; rebuild it with gtn-nas profile")
-        if profile is not None and table.profile != profile.name:
-            raise ConfigError(f"{path} was built for profile {table.profile}, not "
-                              f"{profile.name}")
+        if profile is not None:
+            if table.profile != profile.name:
+                raise ConfigError(f"{path} was built for profile {table.profile}, not "
+                                  f"{profile.name}")
+            if table.input_shape[0] != profile.input.batch or \
+                    table.statistic != profile.measurement.statistic:
+                raise ConfigError(f"{path} holds batch-{table.input_shape[0]} "
+                                  f"{table.statistic} latencies; the profile asks for batch "
+                                  f"{profile.input.batch}, {profile.measurement.statistic}")
         return table
 
 
@@ -219,21 +241,16 @@ def build_latency_table(space: SupernetSpace, profile, *, seed: int = 0,
     steps = reachable_steps(space, unit_costs)
     entries: dict[str, float] = {}
     statistic = profile.measurement.statistic
-    # Every measured step pays one session call; a whole student pays it once. Net it out of
-    # the entries (the call cost is measured on a one-op model of each input shape).
-    call_ms: dict[tuple[int, ...], float] = {}
+    providers = _providers(profile, strict=True)
+    floor = measure_module(nn.ReLU(), shape, profile).value(statistic)
     for i, step in enumerate(steps):
         step_shape = (batch, step.in_channels, step.in_size, step.in_size)
-        if step_shape not in call_ms:
-            call_ms[step_shape] = measure_module(nn.ReLU(), step_shape,
-                                                 profile).value(statistic)
-        module = unit_costs.module(step).eval()
-        stats = measure_module(module, step_shape, profile)
-        entries[step.key()] = max(stats.value(statistic) - call_ms[step_shape], 0.0)
+        stats = measure_module(unit_costs.module(step).eval(), step_shape, profile)
+        entries[step.key()] = stats.value(statistic)
         if progress:
             progress("steps", i + 1, len(steps))
     table = LatencyTable(profile.name, space.spec, to_plain(space.options), shape, statistic,
-                         entries, 0.0, machine_facts())
+                         entries, 0.0, floor, tuple(providers), machine_facts())
     # Overhead: measured whole students minus the sum of their parts (median).
     residuals = []
     for i in range(overhead_students):
@@ -310,3 +327,73 @@ def estimate_latency_ms(student: nn.Module, example_input: torch.Tensor, profile
         memory = (weights + values) * bytes_per_value / bandwidth
         total += max(compute, memory)
     return total * 1e3
+
+
+# ----------------------------------------------------------------------------- latency models
+class TableLatency:
+    """Latency from a device's lookup table (source ``table``): the sum of the student's steps
+    plus the fitted overhead, never below the table's floor (one call of a one-op model)."""
+
+    source = "table"
+
+    def __init__(self, table: LatencyTable, unit_costs: UnitCosts) -> None:
+        self.table, self.unit_costs = table, unit_costs
+
+    def __call__(self, sample: Mapping[str, Any]) -> float:
+        return self.table.predict(sample, self.unit_costs)
+
+    def step_ms(self, step) -> float:
+        return self.table.entries.get(step.key(), float("inf"))
+
+    def finish(self, parts_ms: float) -> float:
+        """A sum of parts turned into a prediction (overhead and floor applied)."""
+        return self.table.finish(parts_ms)
+
+
+class EstimatedLatency:
+    """Roofline estimate from the profile's device facts (source ``estimated``).
+
+    The estimate is a sum over layers, so it is computed once per unit step and cached.
+    """
+
+    source = "estimated"
+
+    def __init__(self, space: SupernetSpace, profile, unit_costs: UnitCosts) -> None:
+        self.space, self.profile, self.unit_costs = space, profile, unit_costs
+        self._cache: dict[Any, float] = {}
+
+    def step_ms(self, step) -> float:
+        if step not in self._cache:
+            module = self.unit_costs.module(step)
+            x = torch.zeros(self.profile.input.batch, step.in_channels, step.in_size,
+                            step.in_size)
+            self._cache[step] = 0.0 if module is None else estimate_latency_ms(module, x,
+                                                                               self.profile)
+        return self._cache[step]
+
+    def __call__(self, sample: Mapping[str, Any]) -> float:
+        return sum(self.step_ms(step) for step, cost in self.unit_costs.steps(sample)
+                   if cost.present)
+
+    def finish(self, parts_ms: float) -> float:
+        return parts_ms
+
+
+def latency_model(space: SupernetSpace, profile, unit_costs: UnitCosts,
+                  table_path: str | os.PathLike | None = None):
+    """The table (``table_path``, else the profile's, checked against both) when it exists,
+    else the roofline estimate; None when no tier has a latency budget and there is no table."""
+    import logging
+
+    path = Path(table_path) if table_path is not None else profile.latency_table_path()
+    if path is not None and path.is_dir():
+        raise ConfigError(f"latency table {path} is a directory, not a file")
+    if table_path is not None or (path is not None and path.is_file()):
+        return TableLatency(LatencyTable.load(path, space, profile), unit_costs)
+    if not any("latency_ms" in b.limits() for b in profile.budgets.values()):
+        return None
+    where = "this machine" if profile.device.runs_here else "the device"
+    logging.getLogger(__name__).warning(
+        "profile %s has no latency table; latencies are ESTIMATED from its device facts "
+        "(build a table on %s: gtn-nas profile --hw ...)", profile.name, where)
+    return EstimatedLatency(space, profile, unit_costs)

@@ -34,7 +34,8 @@ from gtn_nas.export import check_parity, export_onnx
 from gtn_nas.latency import build_latency_table
 from gtn_nas.profiles import MeasurementSpec, TierBudget, load_profile
 from gtn_nas.scoring import load_branch_scorer
-from gtn_nas.search import run_search, save_search
+from gtn_nas.report import save_search
+from gtn_nas.search import run_search
 from gtn_nas.train_teacher import TeacherRunConfig, train_teacher
 
 _log = logging.getLogger(__name__)
@@ -72,6 +73,10 @@ def run_demo(out_dir: str | os.PathLike = "runs/demo", seed: int = 0, dataset: s
     """
     say = on_stage or (lambda text: _log.info(text))
     out = Path(out_dir)
+    if budget_evals < 6 or epochs < 1:
+        from gtn_nas.errors import ConfigError
+        raise ConfigError(f"the demo needs --epochs >= 1 and --budget-evals >= 6 (3 tiers), got "
+                          f"{epochs} and {budget_evals}")
     profile = load_profile(hw)
     if not profile.device.runs_here:
         from gtn_nas.errors import ConfigError

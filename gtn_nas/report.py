@@ -156,3 +156,82 @@ def plot_pareto(candidates, front, picks, budgets, path: str | Path, cost: str =
     fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
     return atomic_write_bytes(path, buffer.getvalue())
+
+
+def save_search(result, out_dir, space, profile) -> dict[str, Any]:
+    """Writes candidates.json, pareto.csv, pareto.png, students/{tier}.yaml and summary.md."""
+    import csv
+    import io
+    import json
+    from pathlib import Path
+
+    from gtn_nas.fileio import atomic_write_text
+    from gtn_nas.search import describe_limits, pareto_front
+    from gtn_nas.students import save_sample_file
+
+    out = Path(out_dir)
+    paths: dict[str, Any] = {}
+    paths["candidates"] = atomic_write_text(out / "candidates.json", json.dumps(
+        {"profile": profile.name, "space": space.spec, "latency_source": result.latency_source,
+         "scored_by": result.scored_by,
+         "candidates": [c.to_json() for c in result.candidates]}, indent=1) + "\n")
+    cost = "latency_ms" if result.latency_source != "none" else "mflops"
+    front = pareto_front(result.candidates, cost)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["latency_ms", "mflops", "params", "score", "sample"])
+    for c in front:
+        writer.writerow([c.latency_ms, round(c.mflops, 4), c.params, round(c.score, 6),
+                         json.dumps(c.sample)])
+    paths["pareto_csv"] = atomic_write_text(out / "pareto.csv", buffer.getvalue())
+    paths["pareto_png"] = plot_pareto(result.candidates, front, result.picks, result.budgets,
+                                      out / "pareto.png", cost=cost,
+                                      title=f"{space.spec} on {profile.name}")
+    paths["students"] = {}
+    for tier, pick in result.picks.items():
+        paths["students"][tier] = save_sample_file(
+            out / "students" / f"{tier}.yaml", pick.sample, space, tier=tier,
+            profile=profile.name, score=round(pick.score, 6), params=pick.params,
+            mflops=round(pick.mflops, 4),
+            latency_ms=None if pick.latency_ms is None else round(pick.latency_ms, 5),
+            latency_source=pick.latency_source, **({"measured": pick.measured}
+                                                     if pick.measured else {}))
+    rows = []
+    for tier, pick in result.picks.items():
+        latency = "-" if pick.latency_ms is None else f"{pick.latency_ms:.3f} ({pick.latency_source})"
+        measured = pick.measured.get("median_ms")
+        rows.append([tier, describe_limits(result.budgets[tier]), f"{pick.params:,}",
+                     f"{pick.mflops:.1f}", latency,
+                     "-" if measured is None else f"{measured:.3f} (measured)",
+                     f"{pick.score:.4f}", space.describe_sample(pick.sample)])
+    lines = [f"# Search: {space.spec} on {profile.name}", "",
+             f"{len(result.candidates)} distinct candidates; score: {result.scored_by}; "
+             f"latency: {result.latency_source}"
+             + (" (ESTIMATED from the profile's device facts)"
+                if result.latency_source == "estimated" else ""), "",
+             markdown_table(["tier", "budget", "params", "MFLOPs", "latency ms",
+                             "re-measured", "score", "student"], rows), ""]
+    lines += confidence_lines(result)
+    lines += [f"- {note}" for note in result.notes]
+    paths["summary"] = atomic_write_text(out / "summary.md", "\n".join(lines) + "\n")
+    return paths
+
+
+def confidence_lines(result) -> list[str]:
+    """How sure the search is about its latencies: the table's validation and the picks'
+    re-measured error."""
+    lines = []
+    val = result.latency_validation
+    if val:
+        lines.append(f"- latency table validation: MAPE {val['mape'] * 100:.1f}%, "
+                     f"{val['within_10pct'] * 100:.0f}% of {val['students']} held-out students "
+                     f"within +-10%")
+    elif result.latency_source == "estimated":
+        lines.append("- latencies are roofline ESTIMATES from the profile's device facts: "
+                     "expect errors of several x; build a table on the device")
+    for tier, pick in result.picks.items():
+        if pick.measured and pick.latency_ms:
+            error = pick.latency_ms / pick.measured["median_ms"] - 1.0
+            lines.append(f"- tier {tier}: predicted {pick.latency_ms:.3f} ms, measured "
+                         f"{pick.measured['median_ms']:.3f} ms ({error * 100:+.0f}%)")
+    return lines

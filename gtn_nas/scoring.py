@@ -21,6 +21,8 @@ import torch
 from gtn_nas.errors import ConfigError
 from gtn_nas.space import Sample
 
+BRANCHES_FORMAT = "gtn-nas-gtn-branches/1"
+
 
 def proxy_score(params: int, flops: int) -> float:
     """Capacity proxy: ``log10(parameters) + log10(FLOPs)``."""
@@ -61,6 +63,7 @@ def load_branch_scorer(teacher_path, space_override: str | None = None):
 
     from gtn_nas.config import load_config
     from gtn_nas.data import load_dataset
+    from gtn_nas.fileio import load_checkpoint
     from gtn_nas.methods.grafting import GraftedBranches
     from gtn_nas.plugins import build_space, is_file_spec
     from gtn_nas.teachers import load_teacher
@@ -73,12 +76,10 @@ def load_branch_scorer(teacher_path, space_override: str | None = None):
         raise ConfigError(f"--teacher {teacher_path}: no branches.pt beside it; scoring paths "
                           f"needs a GTN run (train-teacher --method gtn)")
     teacher, _ = load_teacher(teacher_path)
-    try:
-        payload = torch.load(branches_path, map_location="cpu", weights_only=True)
-        spec, options, state = payload["space"], payload["options"], payload["state_dict"]
-    except Exception as exc:
-        raise ConfigError(f"{branches_path}: not a readable GTN branches file "
-                          f"({type(exc).__name__})") from exc
+    payload = load_checkpoint(branches_path, BRANCHES_FORMAT, "GTN branches file")
+    spec, options, state = payload.get("space"), payload.get("options"), payload.get("state_dict")
+    if not isinstance(spec, str) or not isinstance(options, dict) or not isinstance(state, dict):
+        raise ConfigError(f"{branches_path}: damaged GTN branches file")
     if is_file_spec(spec) and space_override != spec:
         raise ConfigError(f"{branches_path} uses the plugin file {spec}; pass --space {spec} "
                           f"to trust it")

@@ -30,6 +30,7 @@ from typing import Any, Callable, Mapping
 import torch
 
 from gtn_nas.costs import UnitCosts
+from gtn_nas.latency import latency_model
 from gtn_nas.errors import ConfigError, InfeasibleBudgetError
 from gtn_nas.scoring import proxy_score
 from gtn_nas.space import Sample, SupernetSpace
@@ -70,63 +71,6 @@ class Candidate:
                 "latency_ms": None if self.latency_ms is None else round(self.latency_ms, 5),
                 "latency_source": self.latency_source, "score": round(self.score, 6),
                 **({"measured": self.measured} if self.measured else {})}
-
-
-# ----------------------------------------------------------------------------- latency models
-class TableLatency:
-    """Latency from a device's lookup table (source ``table``)."""
-
-    source = "table"
-
-    def __init__(self, table, unit_costs: UnitCosts) -> None:
-        self.table, self.unit_costs = table, unit_costs
-
-    def __call__(self, sample: Sample) -> float:
-        return self.table.predict(sample, self.unit_costs)
-
-
-class EstimatedLatency:
-    """Roofline estimate from the profile's device facts (source ``estimated``).
-
-    The estimate is a sum over layers, so it is computed once per unit step and cached.
-    """
-
-    source = "estimated"
-
-    def __init__(self, space: SupernetSpace, profile, unit_costs: UnitCosts) -> None:
-        self.space, self.profile, self.unit_costs = space, profile, unit_costs
-        self._cache: dict[Any, float] = {}
-
-    def __call__(self, sample: Sample) -> float:
-        from gtn_nas.latency import estimate_latency_ms
-
-        total = 0.0
-        batch = self.profile.input.batch
-        for step, cost in self.unit_costs.steps(sample):
-            if not cost.present:
-                continue
-            if step not in self._cache:
-                module = self.unit_costs.module(step)
-                x = torch.zeros(batch, step.in_channels, step.in_size, step.in_size)
-                self._cache[step] = estimate_latency_ms(module, x, self.profile)
-            total += self._cache[step]
-        return total
-
-
-def latency_model(space: SupernetSpace, profile, unit_costs: UnitCosts):
-    """The profile's table when it exists (checked against space and profile), else the
-    roofline estimate; a profile with no latency budget needs neither (None)."""
-    from gtn_nas.latency import LatencyTable
-
-    path = profile.latency_table_path()
-    if path is not None and path.is_file():
-        return TableLatency(LatencyTable.load(path, space, profile), unit_costs)
-    if not any("latency_ms" in b.limits() for b in profile.budgets.values()):
-        return None
-    where = "this machine" if profile.device.runs_here else "the device"
-    _log.warning("profile %s has no latency table; latencies are ESTIMATED from its device "
-                 "facts (build a table on %s: gtn-nas profile --hw ...)", profile.name, where)
-    return EstimatedLatency(space, profile, unit_costs)
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -199,6 +143,7 @@ class SearchResult:
     latency_source: str
     scored_by: str
     notes: list[str] = field(default_factory=list)
+    latency_validation: dict[str, Any] = field(default_factory=dict)
 
 
 def pareto_front(candidates: list[Candidate], cost: str = "latency_ms") -> list[Candidate]:
@@ -216,7 +161,7 @@ def pareto_front(candidates: list[Candidate], cost: str = "latency_ms") -> list[
 def run_search(space: SupernetSpace, profile, *, strategy: str = "evolution",
                budget_evals: int = 600, seed: int = 0,
                scorer: Callable[[Sample], float] | None = None, scored_by: str = "proxy",
-               remeasure: bool | None = None,
+               remeasure: bool | None = None, latency_table: str | None = None,
                progress: Callable[[int, int], None] | None = None) -> SearchResult:
     """Searches ``space`` for the best student of each of the profile's tiers.
 
@@ -228,6 +173,7 @@ def run_search(space: SupernetSpace, profile, *, strategy: str = "evolution",
         seed: Seeds the strategies.
         scorer: Sample -> score (default: the capacity proxy).
         scored_by: How the score was made (for the report).
+        latency_table: A table file to use instead of the profile's.
         remeasure: Re-measure the picks with ONNX Runtime (default: when the profile runs here);
             a pick over its latency budget is replaced by the next best.
         progress: ``progress(done, total)`` callback.
@@ -244,10 +190,10 @@ def run_search(space: SupernetSpace, profile, *, strategy: str = "evolution",
         raise ConfigError(f"--budget-evals {budget_evals} is too small: at least "
                           f"{2 * len(tiers)} ({len(tiers)} tiers)")
     unit_costs = UnitCosts(space)
-    latency = latency_model(space, profile, unit_costs)
+    latency = latency_model(space, profile, unit_costs, latency_table)
     evaluator = Evaluator(space, unit_costs, latency, scorer)
     budgets = {tier: profile.budgets[tier].limits() for tier in tiers}
-    check_feasible(space, budgets, unit_costs, latency, evaluator)
+    check_feasible(space, budgets, unit_costs, latency)
     done = [0]
     total = budget_evals
 
@@ -268,24 +214,29 @@ def run_search(space: SupernetSpace, profile, *, strategy: str = "evolution",
     remeasure = profile.device.runs_here if remeasure is None else remeasure
     picks, notes = {}, []
     for tier in tiers:
+        # Best score first; among equal scores the cheaper student (a teacher's branch cannot
+        # tell block-1 choices apart, so ties are real).
         feasible = sorted((c for c in candidates if c.violation(budgets[tier]) == 0),
-                          key=lambda c: -c.score)
+                          key=lambda c: (-c.score, c.latency_ms or 0.0, c.mflops))
         if not feasible:
             raise InfeasibleBudgetError(
                 f"tier {tier}: none of the {len(candidates)} evaluated students meets "
-                f"{_fmt_limits(budgets[tier])}; raise --budget-evals or loosen the budget")
+                f"{describe_limits(budgets[tier])}; raise --budget-evals or loosen the budget")
         pick = feasible[0]
         if remeasure:
             pick, note = _remeasured_pick(space, profile, feasible, budgets[tier], tier)
             if note:
                 notes.append(note)
         picks[tier] = pick
+    validation = getattr(getattr(latency, "table", None), "validation", {}) or {}
     return SearchResult(candidates, picks, budgets, latency.source if latency else "none",
-                        scored_by, notes)
+                        scored_by, notes,
+                        {k: v for k, v in validation.items() if k in ("students", "mape",
+                                                                      "within_10pct")})
 
 
 def _remeasured_pick(space, profile, feasible: list[Candidate], limits, tier: str,
-                     tries: int = 5) -> tuple[Candidate, str | None]:
+                     tries: int = 20) -> tuple[Candidate, str | None]:
     from gtn_nas.latency import measure_module, student_input_shape
 
     shape = student_input_shape(space, profile)
@@ -299,18 +250,19 @@ def _remeasured_pick(space, profile, feasible: list[Candidate], limits, tier: st
                 f"tier {tier}: {rank} better-scored pick(s) measured over "
                 f"{limits['latency_ms']} ms and were replaced")
             return candidate, note
-    raise InfeasibleBudgetError(f"tier {tier}: the {tries} best candidates all measured over "
+    raise InfeasibleBudgetError(f"tier {tier}: the {min(tries, len(feasible))} best candidates "
+                                f"all measured over "
                                 f"{limits.get('latency_ms')} ms on this machine; the latency "
                                 f"table may be stale (rebuild it with gtn-nas profile)")
 
 
-def _fmt_limits(limits: Mapping[str, float]) -> str:
+def describe_limits(limits: Mapping[str, float]) -> str:
     return ", ".join(f"{METRICS[k]} <= {v:g}" for k, v in limits.items())
 
 
 def minimal_costs(space: SupernetSpace, unit_costs: UnitCosts,
                   latency=None) -> dict[str, float]:
-    """The smallest reachable params (M), MFLOPs and (table) latency over the whole space.
+    """The smallest reachable params (M), MFLOPs and latency over the whole space.
 
     Costs are sums over unit steps, so a pass over the units keeping the cheapest way to reach
     each input shape gives the exact minimum (one per metric).
@@ -318,10 +270,9 @@ def minimal_costs(space: SupernetSpace, unit_costs: UnitCosts,
     from gtn_nas.latency import reachable_steps
 
     steps = reachable_steps(space, unit_costs)
-    table = getattr(latency, "table", None)
     metrics = {"params_m": lambda s, c: c.params / 1e6, "mflops": lambda s, c: c.flops / 1e6}
-    if table is not None:
-        metrics["latency_ms"] = lambda s, c: table.entries.get(s.key(), math.inf)
+    if latency is not None:
+        metrics["latency_ms"] = lambda s, c: latency.step_ms(s)
     minima = {}
     for metric, cost_of in metrics.items():
         best = {(space.in_channels, space.input_size): 0.0}
@@ -338,8 +289,9 @@ def minimal_costs(space: SupernetSpace, unit_costs: UnitCosts,
                 if _can_drop(space, name, unit_costs, channels, size):
                     nxt[(channels, size)] = min(nxt.get((channels, size), math.inf), so_far)
             best = nxt
-        minima[metric] = min(best.values()) + (table.overhead_ms if metric == "latency_ms"
-                                                else 0.0)
+        minima[metric] = min(best.values())
+    if latency is not None:
+        minima["latency_ms"] = latency.finish(minima["latency_ms"])
     return minima
 
 
@@ -353,74 +305,12 @@ def _can_drop(space: SupernetSpace, unit_name: str, unit_costs: UnitCosts,
 
 
 def check_feasible(space: SupernetSpace, budgets: Mapping[str, Mapping[str, float]],
-                   unit_costs: UnitCosts, latency, evaluator: Evaluator) -> None:
+                   unit_costs: UnitCosts, latency) -> None:
     """Raises InfeasibleBudgetError for a budget below the smallest reachable cost."""
     minima = minimal_costs(space, unit_costs, latency)
-    if latency is not None and "latency_ms" not in minima:  # estimated: the smallest student
-        smallest = min((space.default_sample(), *(space.preset(p) for p in space.presets)),
-                       key=lambda s: unit_costs.flops(s))
-        minima["latency_ms"] = evaluator(smallest).latency_ms or 0.0
     for tier, limits in budgets.items():
         for metric, limit in limits.items():
             if metric in minima and limit < minima[metric]:
                 raise InfeasibleBudgetError(
                     f"tier {tier}: {METRICS[metric]} <= {limit:g} is below the smallest "
                     f"reachable in {space.spec} ({minima[metric]:.4g})")
-
-
-def save_search(result: SearchResult, out_dir, space: SupernetSpace, profile) -> dict[str, Any]:
-    """Writes candidates.json, pareto.csv, pareto.png, students/{tier}.yaml and summary.md."""
-    import csv
-    import io
-    import json
-    from pathlib import Path
-
-    from gtn_nas.fileio import atomic_write_text
-    from gtn_nas.report import markdown_table, plot_pareto
-    from gtn_nas.students import save_sample_file
-
-    out = Path(out_dir)
-    paths: dict[str, Any] = {}
-    paths["candidates"] = atomic_write_text(out / "candidates.json", json.dumps(
-        {"profile": profile.name, "space": space.spec, "latency_source": result.latency_source,
-         "scored_by": result.scored_by,
-         "candidates": [c.to_json() for c in result.candidates]}, indent=1) + "\n")
-    cost = "latency_ms" if result.latency_source != "none" else "mflops"
-    front = pareto_front(result.candidates, cost)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["latency_ms", "mflops", "params", "score", "sample"])
-    for c in front:
-        writer.writerow([c.latency_ms, round(c.mflops, 4), c.params, round(c.score, 6),
-                         json.dumps(c.sample)])
-    paths["pareto_csv"] = atomic_write_text(out / "pareto.csv", buffer.getvalue())
-    paths["pareto_png"] = plot_pareto(result.candidates, front, result.picks, result.budgets,
-                                      out / "pareto.png", cost=cost,
-                                      title=f"{space.spec} on {profile.name}")
-    paths["students"] = {}
-    for tier, pick in result.picks.items():
-        paths["students"][tier] = save_sample_file(
-            out / "students" / f"{tier}.yaml", pick.sample, space, tier=tier,
-            profile=profile.name, score=round(pick.score, 6), params=pick.params,
-            mflops=round(pick.mflops, 4),
-            latency_ms=None if pick.latency_ms is None else round(pick.latency_ms, 5),
-            latency_source=pick.latency_source, **({"measured": pick.measured}
-                                                     if pick.measured else {}))
-    rows = []
-    for tier, pick in result.picks.items():
-        latency = "-" if pick.latency_ms is None else f"{pick.latency_ms:.3f} ({pick.latency_source})"
-        measured = pick.measured.get("median_ms")
-        rows.append([tier, _fmt_limits(result.budgets[tier]), f"{pick.params:,}",
-                     f"{pick.mflops:.1f}", latency,
-                     "-" if measured is None else f"{measured:.3f} (measured)",
-                     f"{pick.score:.4f}", space.describe_sample(pick.sample)])
-    lines = [f"# Search: {space.spec} on {profile.name}", "",
-             f"{len(result.candidates)} distinct candidates; score: {result.scored_by}; "
-             f"latency: {result.latency_source}"
-             + (" (ESTIMATED from the profile's device facts)"
-                if result.latency_source == "estimated" else ""), "",
-             markdown_table(["tier", "budget", "params", "MFLOPs", "latency ms",
-                             "re-measured", "score", "student"], rows), ""]
-    lines += [f"- {note}" for note in result.notes]
-    paths["summary"] = atomic_write_text(out / "summary.md", "\n".join(lines) + "\n")
-    return paths

@@ -32,6 +32,7 @@ from gtn_nas.engine import FitResult, TrainConfig, fit, seed_everything
 from gtn_nas.errors import ConfigError
 from gtn_nas.fileio import atomic_torch_save, atomic_write_text
 from gtn_nas.plugins import build_space
+from gtn_nas.scoring import BRANCHES_FORMAT
 from gtn_nas.teachers import build_teacher, save_teacher
 
 _log = logging.getLogger(__name__)
@@ -89,6 +90,9 @@ class TeacherRunConfig:
                               f"{self.method}")
         if self.warmup_epochs < 0 or self.warmup_epochs >= self.train.epochs:
             raise ConfigError(f"warmup_epochs must be in [0, epochs), got {self.warmup_epochs}")
+        if self.warmup_epochs and not (self.pretrained or self.teacher_weights):
+            raise ConfigError("--warmup-epochs freezes a pretrained teacher while the branches "
+                              "learn: give --pretrained or --teacher-weights")
         if self.method == "standard" and self.warmup_epochs:
             raise ConfigError("warm-up freezes the teacher while branches learn: it is for "
                               "sftn and gtn")
@@ -177,7 +181,7 @@ def train_teacher(config: TeacherRunConfig, run_dir: str | os.PathLike, *, resum
         if config.method == "gtn":
             space = method.branches.space[0]
             extra["branches"] = atomic_torch_save(
-                {"format": "gtn-nas-gtn-branches/1", "space": space.spec,
+                {"format": BRANCHES_FORMAT, "space": space.spec,
                  "options": to_plain(space.options), "state_dict": method.branches.state_dict(),
                  "sampler": method.sampler.state_dict()}, run_dir / "branches.pt")
         try:

@@ -49,7 +49,8 @@ def test_table_covers_every_student_and_predicts_the_sum_of_its_parts(table, tin
         parts = table.parts(sample, unit_costs)
         assert len(parts) == len(tiny_space.units)  # nothing is dropped in this space
         assert table.predict(sample, unit_costs) == pytest.approx(
-            sum(ms for _, ms in parts) + table.overhead_ms, abs=1e-12)
+            max(sum(ms for _, ms in parts) + table.overhead_ms, table.floor_ms), abs=1e-12)
+        assert table.predict(sample, unit_costs) >= table.floor_ms > 0
     assert set(table.validation) >= {"mape", "within_10pct", "students", "rows"}
     assert 0 <= table.validation["within_10pct"] <= 1
     assert table.machine["onnxruntime"]
@@ -64,6 +65,10 @@ def test_table_round_trip_and_refusals(table, tiny_space, quick_profile, tmp_pat
         LatencyTable.load(path, other_space, quick_profile)
     with pytest.raises(ConfigError, match="was built for profile host_cpu, not jetson"):
         LatencyTable.load(path, tiny_space, load_profile("jetson"))
+    batched = dataclasses.replace(quick_profile, input=dataclasses.replace(
+        quick_profile.input, batch=8))
+    with pytest.raises(ConfigError, match="holds batch-1 median latencies"):
+        LatencyTable.load(path, tiny_space, batched)
     with pytest.raises(ConfigError, match="does not exist"):
         LatencyTable.load(tmp_path / "none.json")
     (tmp_path / "bad.json").write_text("{not json")
@@ -72,6 +77,12 @@ def test_table_round_trip_and_refusals(table, tiny_space, quick_profile, tmp_pat
     resnet = build_space("resnet_supernet", width_mult=0.25, input_size=8)
     with pytest.raises(ConfigError, match="has no entry"):
         table.predict(resnet.sample(0), UnitCosts(resnet))
+
+
+def test_tables_are_built_on_the_device_only(tiny_space):
+    with pytest.raises(ConfigError, match="runs on TensorrtExecutionProvider, which is not "
+                                          "available here"):
+        build_latency_table(tiny_space, load_profile("jetson"))
 
 
 def test_unavailable_providers_are_a_clear_error(quick_profile):

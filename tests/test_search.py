@@ -147,3 +147,66 @@ def test_search_through_a_gtn_teacher(tmp_path, capsys):
     code = main(["search", "--hw", str(profile), "--teacher", str(tmp_path / "none.pt"),
                  "--out", str(tmp_path / "y")])
     assert code == 2
+
+
+def test_latency_budgets_from_a_table_and_remeasured_picks(toy, tmp_path):
+    from gtn_nas.latency import build_latency_table
+    from gtn_nas.profiles import MeasurementSpec
+
+    base = dataclasses.replace(load_profile("host_cpu"),
+                               measurement=MeasurementSpec(warmup=1, repeats=3))
+    table = build_latency_table(toy, base, overhead_students=1, validation_students=2)
+    path = table.save(tmp_path / "t.json")
+    costs = UnitCosts(toy)
+    predictions = sorted(table.predict(toy.sample(i), costs) for i in range(30))
+    limit = predictions[len(predictions) // 2]
+    profile = dataclasses.replace(base, budgets={"s": TierBudget(latency_ms=limit),
+                                                 "m": TierBudget(latency_ms=limit * 2),
+                                                 "l": TierBudget(latency_ms=limit * 4)})
+    result = run_search(toy, profile, budget_evals=30, latency_table=str(path),
+                        remeasure=False)
+    assert result.latency_source == "table" and result.latency_validation["students"] == 2
+    for tier, pick in result.picks.items():
+        assert pick.latency_ms <= result.budgets[tier]["latency_ms"]
+    # a table that under-predicts 100x: every re-measured pick misses, none is kept silently
+    table.entries = {k: v / 100 for k, v in table.entries.items()}
+    table.overhead_ms, table.floor_ms = 0.0, 0.0
+    low = table.save(tmp_path / "low.json")
+    tiny_budget = dataclasses.replace(profile, budgets={
+        "s": TierBudget(latency_ms=limit / 20), "m": TierBudget(latency_ms=limit / 10),
+        "l": TierBudget(latency_ms=limit / 5)})
+    with pytest.raises(InfeasibleBudgetError, match="measured over"):
+        run_search(toy, tiny_budget, budget_evals=30, latency_table=str(low), remeasure=True)
+
+
+def test_estimated_latency_minimum_is_exact(toy):
+    from gtn_nas.latency import EstimatedLatency
+
+    profile = load_profile("raspberry_pi4")
+    costs = UnitCosts(toy)
+    estimate = EstimatedLatency(toy, profile, costs)
+    everything = [toy.validate(dict(zip(toy.choices(), values)))
+                  for values in itertools.product(*toy.choices().values())]
+    smallest = min(estimate(sample) for sample in everything)
+    assert minimal_costs(toy, costs, estimate)["latency_ms"] == pytest.approx(smallest)
+
+
+def test_branch_scorer_counts_correct_predictions():
+    import torch
+
+    from gtn_nas.scoring import BranchScorer
+
+    class Teacher(torch.nn.Module):
+        def forward_with_features(self, x):
+            return x, [x, x, x]
+
+    class Branches(torch.nn.Module):
+        def branch(self, index, feature, sample):
+            # predicts class 0 for sample "a", class 1 otherwise
+            logits = torch.zeros(len(feature), 2)
+            logits[:, 0 if sample["op"] == "a" else 1] = 1.0
+            return logits
+
+    labels = torch.tensor([0, 0, 0, 1])
+    scorer = BranchScorer(Teacher(), Branches(), torch.zeros(4, 1), labels, batch_size=3)
+    assert scorer({"op": "a"}) == 0.75 and scorer({"op": "b"}) == 0.25

@@ -89,6 +89,7 @@ def _digest(path):
     (["--resume"], "no checkpoint"),
     (["--teacher", "resnet32", "--pretrained"], "has no pretrained weights"),
     (["--method", "gtn", "--warmup-epochs", "5"], "warmup_epochs must be in [0, epochs)"),
+    (["--method", "gtn", "--warmup-epochs", "1"], "give --pretrained or --teacher-weights"),
     (["--config", "{tmp}/missing.yaml"], "config file"),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, argv, message):
@@ -116,3 +117,12 @@ def test_existing_runs_are_never_overwritten(capsys, tmp_path):
                        str(out_dir / "teacher.pt"), "--out", str(tmp_path / "other"))
     assert code == 2 and "fc.weight" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "other").exists()
+
+
+def test_out_that_is_a_file_is_refused_before_training(capsys, tmp_path):
+    target = tmp_path / "file"
+    target.write_text("keep me")
+    code, out, err = run(capsys, "train-teacher", "--method", "standard", "--teacher", "tiny",
+                         *QUICK, "--out", str(target))
+    assert code == 2 and "is a file, not a run directory" in err and "epoch 1" not in out
+    assert target.read_text() == "keep me"

@@ -220,29 +220,23 @@ class PathSampler(nn.Module):
 
     def _build_cost_table(self, space: SupernetSpace
                           ) -> dict[str, list[tuple[tuple[int, ...], float]]]:
-        from gtn_nas.costs import count_flops
+        """Per unit, the MFLOPs of each raw label combination at the unit's input in the
+        reference student (the linear cost model's table; from :class:`UnitCosts`)."""
+        from gtn_nas.costs import PathStep, UnitCosts
 
-        reference = space.reference_sample
-        student = space.freeze(reference, seed=0).eval()
-        inputs: dict[str, torch.Tensor] = {}
-        x = space.example_input()
-        children = dict(student.named_children())
-        with torch.no_grad():
-            for name in space.units:
-                inputs[name] = x
-                if name in children:
-                    x = children[name](x)
+        costs = UnitCosts(space)
+        inputs = {step.unit: (step.in_channels, step.in_size)
+                  for step, _ in costs.steps(space.reference_sample)}
         table: dict[str, list[tuple[tuple[int, ...], float]]] = {}
         for name, unit in space.units.items():
             labels = self.unit_labels[name]
+            channels, size = inputs[name]
             rows = []
             for indices in itertools.product(*(range(len(self.choices[lb])) for lb in labels)):
-                config = dict(reference)
-                config.update({lb: self.choices[lb][i] for lb, i in zip(labels, indices)})
-                module, _ = unit.materialize(config, inputs[name].shape[1], False)
-                mflops = 0.0 if module is None else count_flops(module.eval(),
-                                                                inputs[name]) / 1e6
-                rows.append((indices, mflops))
+                canonical = unit.canonical({lb: self.choices[lb][i]
+                                            for lb, i in zip(labels, indices)})
+                step = PathStep(name, tuple(canonical[lb] for lb in labels), channels, size)
+                rows.append((indices, costs.step_cost(step).flops / 1e6))
             table[name] = rows
         return table
 
