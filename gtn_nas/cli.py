@@ -179,7 +179,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_train_teacher(args: argparse.Namespace) -> int:
-    from gtn_nas.config import load_config
+    from gtn_nas.config import load_config, to_plain
     from gtn_nas.train_teacher import TeacherRunConfig, train_teacher
 
     train = {k: getattr(args, k) for k in (
@@ -201,8 +201,7 @@ def cmd_train_teacher(args: argparse.Namespace) -> int:
         run["data_options"] = _key_values(args.data_option, "--data-option")
     config = load_config(TeacherRunConfig, args.config, run)
     if train:
-        config.train = load_config(type(config.train), None,
-                                   {**_plain_dataclass(config.train), **train})
+        config.train = load_config(type(config.train), None, {**to_plain(config.train), **train})
     out = args.out or f"runs/{config.method}-{config.teacher}-{config.data}"
 
     def report(record: dict) -> None:
@@ -220,7 +219,7 @@ def cmd_train_teacher(args: argparse.Namespace) -> int:
     return 0
 
 
-def _progress_bar(total_hint: int | None, description: str):
+def _progress_bar(description: str):
     """A tqdm bar driven by ``(done, total)`` callbacks; silent when stderr is not a terminal."""
     from tqdm.auto import tqdm
 
@@ -262,7 +261,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     table = build_latency_table(space, profile, seed=args.seed,
                                 overhead_students=args.overhead_students,
                                 validation_students=args.validation_students,
-                                progress=_progress_bar(None, "profile"))
+                                progress=_progress_bar("profile"))
     path = table.save(out)
     _out(f"latency table for {profile.name} / {space.spec} {space.options}: "
          f"{len(table.entries)} measured steps, overhead {table.overhead_ms:+.4f} ms -> {path}")
@@ -294,7 +293,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     result = run_search(space, profile, strategy=args.strategy, budget_evals=args.budget_evals,
                         seed=args.seed, scorer=scorer, scored_by=scored_by,
                         latency_table=args.latency_table,
-                        progress=_progress_bar(args.budget_evals, "search"))
+                        progress=_progress_bar("search"))
     out = args.out or f"runs/search-{profile.name}"
     paths = save_search(result, out, space, profile)
     _out(f"{len(result.candidates)} distinct candidates ({args.strategy}, seed {args.seed}); "
@@ -327,12 +326,6 @@ def _key_values(items: Sequence[str], flag: str) -> dict[str, Any]:
             raise ConfigError(f"{flag}: expected KEY=VALUE, got '{item}'")
         parsed[key] = yaml.safe_load(value)
     return parsed
-
-
-def _plain_dataclass(obj) -> dict:
-    from gtn_nas.config import to_plain
-
-    return to_plain(obj)
 
 
 # ---------------------------------------------------------------------------- parser

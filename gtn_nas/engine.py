@@ -30,11 +30,10 @@ import hashlib
 import io
 import json
 import logging
-import math
 import os
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal, Mapping
 
@@ -106,7 +105,6 @@ class FitResult:
     checkpoint: Path
     resumed_from_epoch: int = 0
     is_global_zero: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class ShardedBatchSampler(Sampler[list[int]]):

@@ -37,7 +37,7 @@ from gtn_nas.costs import UnitCosts
 from gtn_nas.errors import ConfigError
 from gtn_nas.export import export_onnx, onnx_session
 from gtn_nas.fileio import atomic_write_text
-from gtn_nas.space import Sample, SupernetSpace
+from gtn_nas.space import SupernetSpace
 
 TABLE_FORMAT = "gtn-nas-latency-table/1"
 

@@ -27,7 +27,6 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-import torch
 
 from gtn_nas.costs import UnitCosts
 from gtn_nas.latency import latency_model

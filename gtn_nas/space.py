@@ -25,7 +25,7 @@ import itertools
 import math
 import warnings
 from collections import OrderedDict
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -325,8 +325,6 @@ class SupernetSpace(ModelSpace):
         """A zero input batch of the space's input shape."""
         return torch.zeros(batch, self.in_channels, self.input_size, self.input_size)
 
-    def iter_units(self) -> Iterator[tuple[str, SupernetUnit]]:
-        return iter(self.units.items())
 
 
 def _fmt_values(values: Sequence[Any]) -> str:

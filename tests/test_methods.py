@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from gtn_nas.errors import ConfigError
 from gtn_nas.losses import conditioning_loss, sftn_loss
-from gtn_nas.methods.grafting import GraftedBranches, transform_layer
+from gtn_nas.methods.grafting import transform_layer
 from gtn_nas.methods.gtn import GTNMethod
 from gtn_nas.methods.path_sampler import PathSampler
 from gtn_nas.methods.sftn import SFTNMethod

@@ -24,7 +24,7 @@ from gtn_nas.losses import conditioning_loss
 from gtn_nas.methods.branched import BranchedTeacherMethod
 from gtn_nas.methods.grafting import GraftedBranches
 from gtn_nas.methods.path_sampler import PathSampler
-from gtn_nas.space import Sample, SupernetSpace
+from gtn_nas.space import SupernetSpace
 
 
 class GTNMethod(BranchedTeacherMethod):
@@ -38,7 +38,6 @@ class GTNMethod(BranchedTeacherMethod):
         self.sampler = sampler
         self.alpha, self.temperature, self.seed = alpha, temperature, seed
         self.eval_generator = torch.Generator()
-        self.last_sample: Sample | None = None
 
     def param_groups(self) -> list[dict[str, Any]]:
         """Every trainable weight except the distribution's logits (they have their own Adam)."""
@@ -59,7 +58,6 @@ class GTNMethod(BranchedTeacherMethod):
             with torch.no_grad():
                 sample, gates = self.sampler.draw(self.eval_generator)
             gates = None
-        self.last_sample = sample
         branch_logits = self.branches(features, sample, gates)
         losses = conditioning_loss(logits, branch_logits, y, alpha=self.alpha,
                                    temperature=self.temperature)

@@ -29,7 +29,7 @@ Example:
 from __future__ import annotations
 
 import itertools
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -86,7 +86,6 @@ class PathSampler(nn.Module):
                           if self.learns else None)
         self._cost_table = self._build_cost_table(space) if cost_target_mflops else None
         self._pending_grads: list[torch.Tensor] | None = None
-        self._last: dict[str, float] = {}
 
     @property
     def learns(self) -> bool:
