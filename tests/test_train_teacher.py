@@ -126,3 +126,18 @@ def test_out_that_is_a_file_is_refused_before_training(capsys, tmp_path):
                          *QUICK, "--out", str(target))
     assert code == 2 and "is a file, not a run directory" in err and "epoch 1" not in out
     assert target.read_text() == "keep me"
+
+
+def test_gtn_with_a_learned_sampler_runs_under_ddp(tmp_path):
+    """Unsampled candidates and block-1 logits get no gradient: DDP must allow unused
+    parameters. (Both ranks draw the same paths by construction: the path generator is seeded
+    from (seed, epoch) only, see test_methods.)"""
+    exe = shutil.which("gtn-nas")
+    done = subprocess.run([exe, "train-teacher", "--method", "gtn", "--sampler", "learned",
+                           "--teacher", "tiny", *QUICK, "--devices", "2", "--strategy", "ddp",
+                           "--out", str(tmp_path / "gtn")], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    state = torch.load(tmp_path / "gtn" / "last.pt", weights_only=True)["method"]
+    moved = [v for k, v in state.items() if k.startswith("sampler.logits")]
+    assert moved and any(v.abs().max() > 0 for v in moved), "the distribution learned"
