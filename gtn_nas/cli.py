@@ -185,6 +185,8 @@ def cmd_train_teacher(args: argparse.Namespace) -> int:
     train = {k: getattr(args, k) for k in (
         "epochs", "batch_size", "lr", "schedule", "seed", "accelerator", "devices", "strategy",
         "precision", "max_steps_per_epoch", "num_workers")}
+    if args.sync_batchnorm:
+        train["sync_batchnorm"] = True
     train["milestones"] = args.milestones
     train = {k: v for k, v in train.items() if v is not None}
     run = {k: getattr(args, k) for k in (
@@ -399,6 +401,8 @@ def build_parser() -> argparse.ArgumentParser:
     tt.add_argument("--devices", type=int, help="number of devices (processes)")
     tt.add_argument("--strategy", help="auto, ddp, ddp_spawn")
     tt.add_argument("--precision", help="32-true, bf16-mixed, 16-mixed")
+    tt.add_argument("--sync-batchnorm", action="store_true",
+                    help="DDP: batch-norm statistics over the global batch")
     tt.add_argument("--out", help="run directory (default: runs/<method>-<teacher>-<data>)")
     tt.add_argument("--resume", action="store_true", help="continue from the run's last.pt")
     tt.set_defaults(func=cmd_train_teacher)

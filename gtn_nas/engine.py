@@ -78,6 +78,7 @@ class TrainConfig:
     eval_batch_size: int = 256
     num_workers: int = 0
     progress: bool = True
+    sync_batchnorm: bool = False
 
     def validate(self) -> None:
         """Raises ConfigError for values no run can use."""
@@ -90,7 +91,10 @@ class TrainConfig:
                    f"devices"),
                   (self.max_steps_per_epoch is None or self.max_steps_per_epoch >= 1,
                    "max_steps_per_epoch must be >= 1"),
-                  (self.grad_clip is None or self.grad_clip > 0, "grad_clip must be > 0")]
+                  (self.grad_clip is None or self.grad_clip > 0, "grad_clip must be > 0"),
+                  (not self.sync_batchnorm or self.accelerator not in ("cpu",),
+                   "sync_batchnorm needs GPUs (PyTorch's SyncBatchNorm is GPU-only); on CPU "
+                   "batch-norm statistics stay per process")]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(f"training config: {message}")
@@ -238,6 +242,9 @@ def fit(method: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainCo
     # magnitude; flushing them to zero changes nothing measurable in training.
     torch.set_flush_denormal(True)
     rank, world = fabric.global_rank, fabric.world_size
+    if config.sync_batchnorm and world > 1:
+        # batch statistics over the global batch, as one process would compute them
+        method = nn.SyncBatchNorm.convert_sync_batchnorm(method)
     raw = method
     groups = method.param_groups() if hasattr(method, "param_groups") else [
         {"params": [p for p in method.parameters() if p.requires_grad]}]

@@ -91,6 +91,7 @@ def _digest(path):
     (["--method", "gtn", "--warmup-epochs", "5"], "warmup_epochs must be in [0, epochs)"),
     (["--method", "gtn", "--warmup-epochs", "1"], "give --pretrained or --teacher-weights"),
     (["--config", "{tmp}/missing.yaml"], "config file"),
+    (["--sync-batchnorm"], "sync_batchnorm needs GPUs"),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, argv, message):
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
