@@ -165,7 +165,7 @@ def run_search(space: SupernetSpace, profile, *, strategy: str = "evolution",
     """Searches ``space`` for the best student of each of the profile's tiers.
 
     Args:
-        space: The search space (its input must match the profile's).
+        space: The search space (students run at its input size, at the profile's batch).
         profile: The device profile with budgets for tiers s, m, l.
         strategy: ``evolution`` or ``random`` (NNI's).
         budget_evals: Candidates evaluated in total (split over the tiers).
