@@ -99,31 +99,24 @@ def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, argv, message):
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
-def test_bad_sample_file_and_broken_plugin(capsys, tmp_path):
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("layer1/op: [\n")
-    code, _, err = run(capsys, "space", "show", "--sample", str(bad))
-    assert code == 2 and "malformed YAML" in err and str(bad) in err
-    out_of_range = tmp_path / "range.yaml"
-    out_of_range.write_text("layer1/op: resblock\nlayer1/kernel: 7\nlayer1/depth: 2\n")
-    code, _, err = run(capsys, "space", "show", "--sample", str(out_of_range))
-    assert code == 2 and "layer1/kernel: 7 is not allowed (allowed: 3, 5)" in err
-    broken = tmp_path / "broken.py"
-    broken.write_text("import not_a_module_anywhere\n")
-    code, _, err = run(capsys, "space", "show", "--space", f"{broken}:factory")
-    assert code == 2 and "failed to import: ModuleNotFoundError" in err
-    exits = tmp_path / "exits.py"
-    exits.write_text("raise SystemExit(0)\n")
-    code, _, err = run(capsys, "space", "show", "--space", f"{exits}:factory")
-    assert code == 2 and "failed to import: SystemExit" in err
-    empty = tmp_path / "empty.yaml"
-    empty.write_text("")
-    code, _, err = run(capsys, "space", "show", "--sample", str(empty))
-    assert code == 2 and "the file is empty" in err
-    duplicate = tmp_path / "dup.yaml"
-    duplicate.write_text("layer6/op: zero\nlayer6/op: identity\n")
-    code, _, err = run(capsys, "space", "show", "--sample", str(duplicate))
-    assert code == 2 and "duplicate key 'layer6/op'" in err
+@pytest.mark.parametrize("name, content, flag, message", [
+    ("bad.yaml", "layer1/op: [\n", "--sample", "malformed YAML"),
+    ("range.yaml", "layer1/op: resblock\nlayer1/kernel: 7\nlayer1/depth: 2\n", "--sample",
+     "layer1/kernel: 7 is not allowed (allowed: 3, 5)"),
+    ("empty.yaml", "", "--sample", "the file is empty"),
+    ("dup.yaml", "layer6/op: zero\nlayer6/op: identity\n", "--sample",
+     "duplicate key 'layer6/op'"),
+    ("broken.py", "import not_a_module_anywhere\n", "--space",
+     "failed to import: ModuleNotFoundError"),
+    ("exits.py", "raise SystemExit(0)\n", "--space", "failed to import: SystemExit"),
+])
+def test_bad_sample_files_and_broken_plugins(capsys, tmp_path, name, content, flag, message):
+    path = tmp_path / name
+    path.write_text(content)
+    value = f"{path}:factory" if flag == "--space" else str(path)
+    code, _, err = run(capsys, "space", "show", flag, value)
+    assert code == 2 and message in err and str(path) in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
 def test_debug_shows_the_traceback(tmp_path):
