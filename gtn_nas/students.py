@@ -29,6 +29,39 @@ from gtn_nas.space import Sample, SupernetSpace
 CHECKPOINT_FORMAT = "gtn-nas-student/1"
 
 
+def space_spec_of_file(data: Any, path: str | os.PathLike, trusted: str | None) -> str | None:
+    """The space a sample file (or any data file) names, if it may be built.
+
+    A data file never runs code: when it names a plugin *file* (``x.py:factory``), that plugin
+    is built only if the user named the same plugin on the command line (``trusted``, the value
+    of ``--space``). Registered names (built-ins and installed entry points) are returned as
+    they are.
+
+    Args:
+        data: The file's parsed content (a mapping with an optional ``space`` key).
+        path: The file, for the message.
+        trusted: The ``--space`` the user gave, or None.
+
+    Returns:
+        The space spec the file names (None when it names none).
+
+    Raises:
+        ConfigError: the file names a plugin file the user did not name.
+    """
+    from gtn_nas.plugins import is_file_spec
+
+    declared = data.get("space") if isinstance(data, Mapping) else None
+    if declared is None:
+        return None
+    if not isinstance(declared, str):
+        raise ConfigError(f"{path}: 'space' must be a space name, got {declared!r}")
+    if is_file_spec(declared) and (trusted is None or resolve_spec(trusted) !=
+                                   resolve_spec(declared)):
+        raise ConfigError(f"{path} names the plugin file {declared}; plugin code runs only "
+                          f"when you name it: pass --space {declared} to trust it")
+    return declared
+
+
 def load_sample_file(path: str | os.PathLike, space: SupernetSpace) -> Sample:
     """Reads a sample file and validates it against ``space``.
 

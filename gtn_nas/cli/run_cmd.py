@@ -1,0 +1,74 @@
+"""``gtn-nas run``: teacher -> search -> distill -> export -> report, in one run directory."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from gtn_nas.cli.common import out, val_accuracies
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from gtn_nas.cli.distill_cmds import parse_seeds
+    from gtn_nas.pipeline import load_run_config, run_pipeline
+
+    if args.config:
+        from gtn_nas.config import read_yaml
+        from gtn_nas.students import space_spec_of_file
+
+        data = read_yaml(args.config, "config file")
+        teacher = data.get("teacher") if isinstance(data, dict) else None
+        space_spec_of_file(teacher if isinstance(teacher, dict) else {}, args.config,
+                           trusted=args.space)
+    overrides = {"data": args.data, "data_root": args.data_root, "seed": args.seed,
+                 "teacher.train.epochs": args.teacher_epochs, "teacher.sampler": args.sampler,
+                 "teacher.space": args.space,
+                 "search.budget_evals": args.budget_evals,
+                 "search.hw": list(args.hw) if args.hw else None,
+                 "distill.method": args.method,
+                 "distill.train.epochs": args.student_epochs,
+                 "distill.seeds": list(parse_seeds(args.seeds)) if args.seeds else None}
+    if args.download:
+        overrides["download"] = True
+    config = load_run_config(args.config, overrides)
+    path = args.out or time.strftime("runs/run-%Y%m%d-%H%M%S")
+
+    def epoch(record: dict) -> None:
+        out(f"  epoch {record['epoch']}: {val_accuracies(record)}  ({record['seconds']:.1f} s)")
+
+    started = time.perf_counter()
+    result = run_pipeline(config, path, resume=args.resume, on_stage=out, on_epoch_end=epoch)
+    for row in result.summary_rows:
+        gain = "-" if row["gain"] is None else f"{row['gain'] * 100:+.1f} points"
+        main = next(iter(row["methods"].values()))
+        out(f"  {row['student']}: {row['params']:,} params, {row['mflops']:.2f} MFLOPs, "
+            f"test top-1 {main['test_acc_mean'] * 100:.1f}% ({main['method']}); gain over no "
+            f"teacher: {gain}")
+    out(f"report: {result.report}  ({time.perf_counter() - started:.0f} s)")
+    return 0
+
+
+def register(commands) -> None:
+    run = commands.add_parser("run", help="the whole job: GTN teacher -> search -> distill -> "
+                                          "export -> report.md")
+    run.add_argument("--config", help="YAML file with every stage's settings "
+                                      "(examples/configs/); flags override it")
+    run.add_argument("--data", help="dataset (default: digits)")
+    run.add_argument("--data-root", help="dataset folder, where the dataset needs one")
+    run.add_argument("--download", action="store_true",
+                     help="let torchvision download the dataset (needs internet)")
+    run.add_argument("--seed", type=int, help="seeds every stage (default: 0)")
+    run.add_argument("--space", help="the teacher's branch space (a plugin file to trust it)")
+    run.add_argument("--sampler", help="GTN sampler: uniform, learned or adversarial")
+    run.add_argument("--teacher-epochs", type=int, help="teacher training epochs")
+    run.add_argument("--hw", action="append",
+                     help="extra hardware profile to search for (host_cpu always runs); "
+                          "repeatable")
+    run.add_argument("--budget-evals", type=int, help="search candidates per device")
+    run.add_argument("--method", help="distiller: kd (default), dkd, fitnets, at, gpd")
+    run.add_argument("--student-epochs", type=int, help="distillation epochs per student")
+    run.add_argument("--seeds", help="comma-separated student seeds (default: 0)")
+    run.add_argument("--out", help="run directory (default: runs/run-<date>-<time>)")
+    run.add_argument("--resume", action="store_true",
+                     help="continue a killed run from its last finished stage")
+    run.set_defaults(func=cmd_run)
