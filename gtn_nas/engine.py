@@ -9,7 +9,11 @@ any named terms; entries ending in ``logits`` are scored as accuracies (``logits
 - ``param_groups() -> list[dict]``: the optimizer's groups (default: all trainable parameters);
 - ``on_epoch_start(epoch, epochs)``: e.g. freeze a pretrained teacher during warm-up;
 - ``after_optimizer_step(x, y, outputs) -> dict | None``: e.g. an architecture step;
-- ``epoch_summary() -> dict``: extra values for the epoch's record (a sampler's distribution).
+- ``evaluate_extra(val_loader, fabric) -> dict``: extra validation values (logged as ``val/*``),
+  e.g. GTN's branch accuracies averaged over K fixed paths on the whole validation split;
+- ``epoch_summary() -> dict``: extra values for the epoch's record (a sampler's distribution);
+- ``after_validation(record)``: sees the epoch's record before the checkpoint is written, so
+  state it keeps (a distiller's best-on-validation weights) is saved with the epoch.
 
 Reproducibility: the global batch is split into equal shards, one per process, and each
 image's augmentation is drawn from its own seed ``(seed, epoch, index)``, so N processes train
@@ -30,6 +34,7 @@ import hashlib
 import io
 import json
 import logging
+import math
 import os
 import random
 import time
@@ -44,7 +49,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from gtn_nas.config import to_plain
 from gtn_nas.errors import ConfigError
-from gtn_nas.fileio import atomic_torch_save, atomic_write_text, load_checkpoint
+from gtn_nas.fileio import (atomic_torch_save, atomic_write_text, load_checkpoint,
+                            remove_stale_temporaries)
 
 _log = logging.getLogger(__name__)
 
@@ -82,6 +88,11 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raises ConfigError for values no run can use."""
+        for name in ("lr", "momentum", "weight_decay", "gamma", "grad_clip"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise ConfigError(f"training config: {name} must be a finite number, got "
+                                  f"{value}")
         checks = [(self.epochs >= 1, "epochs must be >= 1"),
                   (self.batch_size >= 1, "batch_size must be >= 1"),
                   (self.lr > 0, "lr must be > 0"),
@@ -220,8 +231,9 @@ def fit(method: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainCo
         fabric: A launched Fabric to use (default: one made from ``config`` and launched here).
 
     Raises:
-        ConfigError: a checkpoint exists and ``resume`` is false, ``resume`` without a
-            checkpoint, a checkpoint of another configuration, or a corrupt one.
+        ConfigError: a checkpoint exists and ``resume`` is false, a checkpoint of another
+            configuration, or a corrupt one. ``resume`` without a checkpoint (a run killed
+            before its first epoch ended) starts from scratch and logs a warning.
     """
     config.validate()
     run_dir = Path(run_dir)
@@ -230,14 +242,22 @@ def fit(method: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainCo
     checkpoint_path = run_dir / CHECKPOINT_NAME
     identity = dict(to_plain(identity or {"train": config}))
     digest = config_digest(identity)
-    state = _read_checkpoint(checkpoint_path, digest, identity) if resume else None
     if not resume and checkpoint_path.exists():
         raise ConfigError(f"{run_dir} already holds a training checkpoint; pass --resume to "
                           f"continue it or choose another --out")
+    state = None
+    if resume and checkpoint_path.exists():
+        state = _read_checkpoint(checkpoint_path, digest, identity)
+    elif resume:
+        _log.warning("--resume: %s holds no checkpoint yet (killed before its first epoch "
+                     "ended?); starting from scratch", run_dir)
 
     if fabric is None:
         fabric = make_fabric(config, getattr(method, "has_unused_parameters", False))
         fabric.launch()
+    if fabric.is_global_zero:
+        for stale in remove_stale_temporaries(run_dir):
+            _log.info("removed %s, left by a killed run", stale)
     # Denormal floats (tiny gradients of rarely sampled branches) slow CPU kernels by orders of
     # magnitude; flushing them to zero changes nothing measurable in training.
     torch.set_flush_denormal(True)
@@ -304,8 +324,13 @@ def fit(method: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainCo
                            for k in sorted(train_means)}
         record.update({f"train/{k}": v for k, v in train_means.items()})
         record.update({f"val/{k}": v for k, v in evaluate(raw, val_loader, fabric).items()})
+        if hasattr(raw, "evaluate_extra"):  # e.g. GTN: branch accuracies over K fixed paths
+            record.update({f"val/{k}": v
+                           for k, v in raw.evaluate_extra(val_loader, fabric).items()})
         if hasattr(raw, "epoch_summary"):
             record.update(raw.epoch_summary())
+        if hasattr(raw, "after_validation"):  # e.g. keep the best weights in the checkpoint
+            raw.after_validation(record)
         record["seconds"] = round(time.perf_counter() - started, 3)
         history.append(record)
         if fabric.is_global_zero:
@@ -318,6 +343,10 @@ def fit(method: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainCo
         fabric.barrier()
         if on_epoch_end is not None and fabric.is_global_zero:
             on_epoch_end(record)
+    if fabric.is_global_zero and history:
+        # Derived from the checkpoint's history: a run killed after its last checkpoint but
+        # before these files were rewritten gets them back on --resume.
+        write_metrics(run_dir, history)
     return FitResult(history=history, run_dir=run_dir, checkpoint=checkpoint_path,
                      resumed_from_epoch=start_epoch, is_global_zero=fabric.is_global_zero)
 
@@ -354,8 +383,6 @@ def write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
 
 
 def _read_checkpoint(path: Path, digest: str, identity: Mapping[str, Any]) -> dict[str, Any]:
-    if not path.is_file():
-        raise ConfigError(f"--resume: no checkpoint {path} to resume from")
     state = load_checkpoint(path, CHECKPOINT_FORMAT, "training checkpoint")
     if state.get("digest") != digest:
         theirs = state.get("identity", {})

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import io
 import os
+import pickle
+import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -61,20 +63,78 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     return atomic_write_bytes(path, buffer.getvalue())
 
 
+def safe_torch_load(path: str | os.PathLike, what: str) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU, with one-line errors.
+
+    A file that holds pickled Python objects (code could run while they are unpickled) is
+    refused, never retried unsafely: the message says what the file should hold instead.
+
+    Raises:
+        ConfigError: the file is missing, a directory, truncated or corrupt, or unsafe.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{what} {path} is a directory, not a file")
+    if not path.is_file():
+        raise ConfigError(f"{what} {path} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "Unsupported global" in str(exc) or "This file can still be loaded" in str(exc):
+            raise ConfigError(f"{path}: {what} holds pickled Python objects, which gtn-nas "
+                              f"never loads (they can run code); save plain tensors (a "
+                              f"state_dict) instead") from exc
+        raise ConfigError(f"{path}: corrupt or unreadable {what} (UnpicklingError)") from exc
+    except Exception as exc:
+        raise ConfigError(f"{path}: corrupt or unreadable {what} ({type(exc).__name__})") \
+            from exc
+
+
+_TEMPORARY = re.compile(r"^\..+\.(\d+)\.[0-9a-f]{8}\.tmp$")
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Deletes temporary files of :func:`atomic_write_bytes` left under ``folder`` by a killed
+    process (``.NAME.PID.XXXXXXXX.tmp`` whose PID is not running); returns what was removed.
+
+    Files of live processes (another run writing into the same folder) are left alone.
+    """
+    folder = Path(folder)
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    for path in folder.rglob(".*.tmp"):
+        match = _TEMPORARY.match(path.name)
+        if match is None or not path.is_file() or _process_alive(int(match.group(1))):
+            continue
+        try:
+            path.unlink()
+            removed.append(path)
+        except OSError:
+            pass
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def load_checkpoint(path: str | os.PathLike, fmt: str, what: str) -> dict[str, Any]:
     """``torch.load(weights_only=True)`` of a gtn-nas file whose ``format`` must be ``fmt``.
 
     Raises:
-        ConfigError: the file is missing, unreadable, or not a ``what``.
+        ConfigError: the file is missing, unreadable, unsafe, or not a ``what``.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{what} {path} does not exist")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ConfigError(f"{path}: corrupt or unreadable {what} ({type(exc).__name__})") \
-            from exc
+    payload = safe_torch_load(path, what)
     if not isinstance(payload, dict) or payload.get("format") != fmt:
         raise ConfigError(f"{path}: not a gtn-nas {what} (format {fmt} expected)")
     return payload

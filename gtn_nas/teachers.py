@@ -265,15 +265,12 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     Raises:
         ConfigError: The file is missing, unreadable or holds no state_dict.
     """
+    from gtn_nas.fileio import safe_torch_load
+
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"teacher weights file not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt file or pickled objects: one line, not a traceback
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise ConfigError(f"cannot read teacher weights {path}: "
-                          f"{type(exc).__name__}: {first_line}") from exc
+    obj = safe_torch_load(path, "teacher weights")
     if isinstance(obj, Mapping):
         for key in ("state_dict", "model"):
             if isinstance(obj.get(key), Mapping):

@@ -99,9 +99,31 @@ def _digest(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def test_resume_without_a_checkpoint_starts_from_scratch(data, tmp_path, caplog):
+    fresh = fit(_method(), data.train, data.val, _config(), tmp_path / "fresh")
+    resumed = fit(_method(), data.train, data.val, _config(), tmp_path / "none", resume=True)
+    assert "starting from scratch" in caplog.text
+    assert resumed.resumed_from_epoch == 0
+    assert [r["val/acc"] for r in resumed.history] == [r["val/acc"] for r in fresh.history]
+
+
+def test_resume_after_the_last_epoch_rewrites_the_metrics(data, tmp_path):
+    run = tmp_path / "run"
+    fit(_method(), data.train, data.val, _config(), run)
+    complete = (run / "metrics.jsonl").read_text()
+    # killed after the final last.pt, before the metrics were rewritten: one epoch short
+    (run / "metrics.jsonl").write_text("".join(complete.splitlines(True)[:-1]))
+    (run / "metrics.csv").unlink()
+    stale = run / ".last.pt.999999999.0123abcd.tmp"  # a killed writer's temporary file
+    stale.write_bytes(b"half")
+    result = fit(_method(), data.train, data.val, _config(), run, resume=True)
+    assert result.resumed_from_epoch == 3 and len(result.history) == 3
+    assert (run / "metrics.jsonl").read_text() == complete
+    assert len((run / "metrics.csv").read_text().splitlines()) == 4
+    assert not stale.exists()
+
+
 def test_resume_refusals_overwrite_nothing(data, tmp_path):
-    with pytest.raises(ConfigError, match="no checkpoint .* to resume from"):
-        fit(_method(), data.train, data.val, _config(), tmp_path / "none", resume=True)
     run = tmp_path / "run"
     with pytest.raises(_Killed):
         fit(_method(), data.train, data.val, _config(), run, on_epoch_end=_kill_after(1))

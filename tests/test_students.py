@@ -51,6 +51,11 @@ def test_checkpoint_errors(space, tmp_path):
     corrupt.write_bytes(b"\x00not a checkpoint")
     with pytest.raises(ConfigError, match="corrupt or unreadable student checkpoint"):
         load_student(corrupt)
+    unsafe = tmp_path / "unsafe.pt"
+    torch.save({"format": "gtn-nas-student/1", "model": torch.nn.Linear(2, 2)}, unsafe)
+    with pytest.raises(ConfigError, match="holds pickled Python objects") as excinfo:
+        load_student(unsafe)
+    assert "weights_only=False" not in str(excinfo.value) and "\n" not in str(excinfo.value)
     foreign = tmp_path / "foreign.pt"
     torch.save({"weights": torch.zeros(1)}, foreign)
     with pytest.raises(ConfigError, match="not a gtn-nas student checkpoint"):
