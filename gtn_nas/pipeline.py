@@ -1,126 +1,383 @@
-"""The end-to-end job, stage by stage, each stage handing the next a file in the run directory.
+"""``gtn-nas run``: the whole job, stage by stage, each stage handing the next files in the run
+directory.
 
-``run_demo`` chains what exists on the embedded default data (digits):
+1. ``teacher/``: a GTN teacher (:func:`gtn_nas.train_teacher.train_teacher`);
+2. ``search/``: s/m/l students for this machine (``host_cpu``) and every other profile given,
+   scored through the teacher (:mod:`gtn_nas.search`), latency measured here or from tables;
+3. ``distill/<method>/`` and ``distill/none/``: each pick distilled from the teacher and the
+   same students trained without a teacher (the baseline), exported to ONNX
+   (:mod:`gtn_nas.distill_run`);
+4. ``report.md``: teacher curves, Pareto plots, distillation curves, the students' table with
+   the gain of distillation over the baseline, and what ran (:mod:`gtn_nas.run_report`).
 
-1. ``teacher/``: a GTN teacher (resnet32, grafted supernet branches) trained for a few epochs;
-2. ``host_cpu.latency.json``: this machine's latency table for the teacher's space;
-3. ``search/``: the s/m/l students for this machine, scored through the teacher's branch, with
-   latency from the table and re-measured picks;
-4. ``export/{s,m,l}.onnx``: each pick exported to ONNX and checked against PyTorch.
+``run.json`` records the resolved configuration and which stages finished; ``resume=True``
+continues a killed run from the first unfinished stage (a half-trained teacher or student
+resumes from its last checkpoint).
 
-Distillation of the picks joins when it lands. The demo's tier budgets are MFLOPs at the 25th,
-50th and 90th percentiles of random students of the (small, 8x8) space, since the bundled
-host_cpu budgets are for 32x32 inputs at width 1.
+Tier budgets: a profile's budgets are for its own input shape. When the data's images differ
+from it (digits are 8x8, the profiles 32x32) the budgets are ``auto``: MFLOPs at the 25th,
+50th and 90th percentiles of random students of the run's space, with each tier's pick costlier
+than the one below, so s, m and l are three distinct students of increasing cost.
 
 Example:
-    >>> result = run_demo("runs/demo", seed=0)   # doctest: +SKIP
+    >>> result = run_pipeline(RunConfig(), "runs/demo")       # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import numpy as np
-import torch
 
-from gtn_nas.costs import UnitCosts
-from gtn_nas.engine import TrainConfig
-from gtn_nas.export import check_parity, export_onnx
-from gtn_nas.latency import build_latency_table
-from gtn_nas.profiles import MeasurementSpec, TierBudget, load_profile
-from gtn_nas.scoring import load_branch_scorer
-from gtn_nas.report import save_search
-from gtn_nas.search import run_search
-from gtn_nas.train_teacher import TeacherRunConfig, train_teacher
+from gtn_nas.config import from_mapping, read_yaml, to_plain
+from gtn_nas.engine import TrainConfig, config_digest
+from gtn_nas.errors import ConfigError
+from gtn_nas.fileio import atomic_write_text
 
 _log = logging.getLogger(__name__)
 
+RUN_FORMAT = "gtn-nas-run/1"
+STAGES = ("teacher", "search", "distill", "report")
+
+
+def _teacher_train() -> TrainConfig:
+    return TrainConfig(epochs=8, schedule="cosine", progress=False)
+
+
+def _student_train() -> TrainConfig:
+    return TrainConfig(epochs=15, schedule="cosine", progress=False)
+
 
 @dataclass
-class DemoResult:
-    """What :func:`run_demo` did and where it wrote it."""
+class TeacherStage:
+    """The teacher stage's settings (see ``gtn-nas train-teacher``)."""
+
+    method: Literal["standard", "sftn", "gtn"] = "gtn"
+    teacher: str = "resnet32"
+    teacher_options: dict[str, Any] = field(default_factory=dict)
+    space: str = "resnet_supernet"
+    width_mult: float = 0.25
+    sampler: str = "uniform"
+    alpha: float | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    train: TrainConfig = field(default_factory=_teacher_train)
+
+
+@dataclass
+class SearchStage:
+    """The search stage's settings (see ``gtn-nas search``)."""
+
+    hw: tuple[str, ...] = ("host_cpu",)
+    budget_evals: int = 300
+    strategy: str = "evolution"
+    budgets: Literal["auto", "profile"] = "auto"
+    latency: Literal["auto", "table", "measure", "estimate"] = "auto"
+    score: str = "auto"
+
+
+@dataclass
+class DistillStage:
+    """The distillation stage's settings (see ``gtn-nas distill``)."""
+
+    method: str = "kd"
+    options: dict[str, Any] = field(default_factory=dict)
+    baseline: bool = True
+    seeds: tuple[int, ...] = (0,)
+    train: TrainConfig = field(default_factory=_student_train)
+
+
+@dataclass
+class RunConfig:
+    """Every stage's settings: what ``--config FILE.yaml`` holds (``examples/configs/``)."""
+
+    data: str = "digits"
+    data_root: str | None = None
+    data_options: dict[str, Any] = field(default_factory=dict)
+    download: bool = False
+    image_size: int | None = None
+    limit: int | None = None
+    seed: int = 0
+    teacher: TeacherStage = field(default_factory=TeacherStage)
+    search: SearchStage = field(default_factory=SearchStage)
+    distill: DistillStage = field(default_factory=DistillStage)
+
+    def validate(self) -> None:
+        if not self.search.hw:
+            raise ConfigError("search.hw: name at least one hardware profile")
+        if self.search.budget_evals < 6:
+            raise ConfigError(f"search.budget_evals must be >= 6 (3 tiers), got "
+                              f"{self.search.budget_evals}")
+        self.teacher.train.validate()
+        self.distill.train.validate()
+        if self.distill.method == "none":
+            raise ConfigError("distill.method none is the baseline; choose a distiller "
+                              "(kd, dkd, fitnets, at, gpd)")
+
+
+def load_run_config(path: str | os.PathLike | None, overrides: dict[str, Any] | None = None
+                    ) -> RunConfig:
+    """A :class:`RunConfig` from a YAML file (sections ``teacher``, ``search``, ``distill``)
+    with ``overrides`` (dotted keys such as ``"teacher.train.epochs"``) applied on top."""
+    data: dict[str, Any] = {}
+    where = "run config"
+    if path is not None:
+        loaded = read_yaml(path, "config file")
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping of options")
+        data = dict(loaded or {})
+        where = str(path)
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        node = data
+        *parents, last = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{where}: {key} must be a mapping")
+        node[last] = value
+    config = from_mapping(RunConfig, data, where)
+    config.validate()
+    return config
+
+
+@dataclass
+class RunResult:
+    """What :func:`run_pipeline` produced."""
 
     run_dir: Path
-    teacher_history: list[dict[str, Any]]
-    table_entries: int
-    table_validation: dict[str, Any]
-    picks: dict[str, Any]
-    parity: dict[str, float]
-    files: dict[str, Any] = field(default_factory=dict)
+    report: Path
+    files: dict[str, Any]
+    summary_rows: list[dict[str, Any]]
 
 
-def run_demo(out_dir: str | os.PathLike = "runs/demo", seed: int = 0, dataset: str = "digits",
-             data_root: str | None = None, epochs: int = 3, budget_evals: int = 300,
-             hw: str = "host_cpu", download: bool = False,
-             on_stage: Callable[[str], None] | None = None) -> DemoResult:
-    """Runs teacher training, latency profiling, search and export into ``out_dir``.
+# ----------------------------------------------------------------------------- state
+class RunState:
+    """``run.json``: the resolved configuration and the stages that finished."""
 
-    Args:
-        out_dir: Run directory (must not hold a previous demo's teacher checkpoint).
-        seed: Seeds training, search and students.
-        dataset: Dataset name (default: the embedded ``digits``).
-        data_root: Dataset folder, for datasets that need one.
-        epochs: Teacher epochs.
-        budget_evals: Candidates the search evaluates.
-        hw: The profile of this machine (must have ``runs_here``).
-        download: Let torchvision download the dataset.
-        on_stage: Called with a one-line description as each stage starts.
-    """
-    say = on_stage or (lambda text: _log.info(text))
-    out = Path(out_dir)
-    if budget_evals < 6 or epochs < 1:
-        from gtn_nas.errors import ConfigError
-        raise ConfigError(f"the demo needs --epochs >= 1 and --budget-evals >= 6 (3 tiers), got "
-                          f"{epochs} and {budget_evals}")
-    profile = load_profile(hw)
-    if not profile.device.runs_here:
-        from gtn_nas.errors import ConfigError
-        raise ConfigError(f"the demo measures latency here: --hw must be a profile with "
-                          f"runs_here (e.g. host_cpu), not {profile.name}")
+    def __init__(self, run_dir: Path, config: RunConfig, resume: bool) -> None:
+        self.path = run_dir / "run.json"
+        self.config = to_plain(config)
+        self.digest = config_digest(self.config)
+        self.data: dict[str, Any] = {"format": RUN_FORMAT, "digest": self.digest,
+                                     "config": self.config, "stages": {}}
+        if self.path.exists():
+            try:
+                previous = json.loads(self.path.read_text())
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"{self.path}: unreadable run record ({exc}); choose another "
+                                  f"--out") from exc
+            if not resume:
+                raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue "
+                                  f"it or choose another --out")
+            if previous.get("digest") != self.digest:
+                raise ConfigError(f"{run_dir} was started with other settings; resume with the "
+                                  f"same options or choose another --out")
+            self.data = previous
+        elif run_dir.exists() and not run_dir.is_dir():
+            raise ConfigError(f"{run_dir} is a file, not a run directory; choose another --out")
+        elif run_dir.is_dir() and any(run_dir.iterdir()) and not resume:
+            raise ConfigError(f"{run_dir} is not empty; choose another --out")
 
-    say(f"1/4 training a GTN teacher (resnet32, {dataset}, {epochs} epochs)")
-    config = TeacherRunConfig(method="gtn", teacher="resnet32", data=dataset,
-                              data_root=data_root, download=download,
-                              train=TrainConfig(epochs=epochs, seed=seed, progress=False))
-    teacher_run = train_teacher(config, out / "teacher")
+    def done(self, stage: str) -> dict[str, Any] | None:
+        return self.data["stages"].get(stage)
 
-    space, scorer = load_branch_scorer(teacher_run.teacher_path)
+    def finish(self, stage: str, record: dict[str, Any]) -> None:
+        self.data["stages"][stage] = record
+        atomic_write_text(self.path, json.dumps(self.data, indent=1, default=str) + "\n")
+
+    def save(self) -> None:
+        atomic_write_text(self.path, json.dumps(self.data, indent=1, default=str) + "\n")
+
+
+# ----------------------------------------------------------------------------- stages
+def teacher_stage(config: RunConfig, run_dir: Path, resume: bool,
+                  on_epoch_end: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Trains the teacher into ``run_dir/teacher`` (resuming a killed one)."""
+    from gtn_nas.train_teacher import TeacherRunConfig, train_teacher
+
+    stage = config.teacher
+    train = dataclasses.replace(stage.train, seed=config.seed)
+    known = {f.name for f in dataclasses.fields(TeacherRunConfig)}
+    for key in stage.options:
+        if key not in known or key in ("data", "train"):
+            raise ConfigError(f"teacher.options: unknown teacher-training option '{key}'")
+    teacher_config = from_mapping(TeacherRunConfig, {
+        "method": stage.method, "teacher": stage.teacher,
+        "teacher_options": stage.teacher_options, "data": config.data,
+        "data_root": config.data_root, "data_options": config.data_options,
+        "download": config.download, "image_size": config.image_size, "limit": config.limit,
+        "space": stage.space, "width_mult": stage.width_mult, "sampler": stage.sampler,
+        "alpha": stage.alpha, **stage.options, "train": train}, "teacher")
+    folder = run_dir / "teacher"
+    result = train_teacher(teacher_config, folder, resume=resume, on_epoch_end=on_epoch_end)
+    final = result.fit.history[-1] if result.fit.history else {}
+    return {"teacher": str(result.teacher_path.relative_to(run_dir)),
+            "curves": "teacher/curves.png" if result.curves_path else None,
+            "final": {k: v for k, v in final.items() if isinstance(v, (int, float))},
+            "method": stage.method, "sampler": stage.sampler}
+
+
+def auto_budgets(space, seed: int, students: int = 200) -> dict[str, Any]:
+    """MFLOPs budgets at the 25th / 50th / 90th percentiles of random students of ``space``."""
+    from gtn_nas.costs import UnitCosts
+    from gtn_nas.profiles import TierBudget
+
     unit_costs = UnitCosts(space)
-    mflops = sorted(unit_costs.flops(space.sample(seed * 1000 + i)) / 1e6 for i in range(200))
-    budgets = {tier: TierBudget(mflops=round(float(np.percentile(mflops, q)), 4))
-               for tier, q in (("s", 25), ("m", 50), ("l", 90))}
-    table_path = out / f"{profile.name}.latency.json"
-    profile = dataclasses.replace(
-        profile, budgets=budgets, latency_table=str(table_path.resolve()),
-        measurement=MeasurementSpec(warmup=5, repeats=20, statistic="median"))
+    mflops = sorted(unit_costs.flops(space.sample(seed * 1000 + i)) / 1e6 for i in range(students))
+    return {tier: TierBudget(mflops=round(float(np.percentile(mflops, q)), 4))
+            for tier, q in (("s", 25), ("m", 50), ("l", 90))}
 
-    say(f"2/4 measuring this machine's latency table for the teacher's space ({space.spec})")
-    table = build_latency_table(space, profile, seed=seed, overhead_students=4,
-                                validation_students=8)
-    table.save(table_path)
 
-    say(f"3/4 searching s/m/l students ({budget_evals} candidates, scored through the "
-        f"teacher's branch)")
-    result = run_search(space, profile, budget_evals=budget_evals, seed=seed, scorer=scorer,
-                        scored_by="GTN branch-1 validation accuracy")
-    files = save_search(result, out / "search", space, profile)
+def distinct_picks(result) -> list[str]:
+    """Makes each tier's pick costlier (MFLOPs) than the tier below, taking the best-scored
+    feasible candidate above it; returns notes on what changed."""
+    notes = []
+    previous = None
+    for tier, pick in list(result.picks.items()):
+        if previous is not None and pick.mflops <= previous.mflops:
+            limits = result.budgets[tier]
+            better = sorted((c for c in result.candidates
+                             if c.violation(limits) == 0 and c.mflops > previous.mflops),
+                            key=lambda c: (-c.score, c.mflops))
+            if better:
+                notes.append(f"tier {tier}: its best-scored student was no larger than tier "
+                             f"below it; took the best-scored one above it instead")
+                result.picks[tier] = pick = better[0]
+        previous = pick
+    return notes
 
-    say("4/4 exporting the picks to ONNX (parity checked against PyTorch)")
-    parity = {}
-    files["onnx"] = {}
-    for tier, pick in result.picks.items():
-        student = space.freeze(pick.sample, seed=seed).eval()
-        path = export_onnx(student, out / "export" / f"{tier}.onnx", space.example_input())
-        inputs = torch.randn(4, space.in_channels, space.input_size, space.input_size,
-                             generator=torch.Generator().manual_seed(seed))
-        parity[tier] = check_parity(student, path, inputs)
-        files["onnx"][tier] = path
-    files["table"] = table_path
-    files["teacher"] = teacher_run.teacher_path
-    return DemoResult(out, teacher_run.fit.history, len(table.entries), table.validation,
-                      result.picks, parity, files)
+
+def search_stage(config: RunConfig, run_dir: Path, teacher_path: Path) -> dict[str, Any]:
+    """Scores paths through the teacher and picks s/m/l for every profile in ``search.hw``."""
+    from gtn_nas.profiles import load_profile
+    from gtn_nas.scoring import load_branch_scorer
+    from gtn_nas.search import run_search
+    try:
+        from gtn_nas.search_report import save_search
+    except ImportError:  # TEMPORARY until the search report module lands
+        from gtn_nas.report import save_search
+
+    space, scorer = load_branch_scorer(teacher_path)
+    scored_by = "GTN branch-1 validation accuracy"
+    profiles = [load_profile(name) for name in config.search.hw]
+    record: dict[str, Any] = {"space": space.spec, "scored_by": scored_by, "devices": {}}
+    for profile in profiles:
+        wanted = (space.in_channels, space.input_size, space.input_size)
+        budgets = profile.budgets
+        mode = config.search.budgets
+        if mode == "auto" and tuple(profile.input.shape) != wanted:
+            budgets = auto_budgets(space, config.seed)
+        profile = dataclasses.replace(profile, budgets=budgets)
+        result = run_search(space, profile, strategy=config.search.strategy,
+                            budget_evals=config.search.budget_evals, seed=config.seed,
+                            scorer=scorer, scored_by=scored_by)
+        notes = distinct_picks(result)
+        result.notes.extend(notes)
+        folder = run_dir / "search" / profile.name
+        paths = save_search(result, folder, space, profile)
+        record["devices"][profile.name] = {
+            "folder": str(folder.relative_to(run_dir)),
+            "latency_source": result.latency_source, "notes": result.notes,
+            "budgets": result.budgets, "runs_here": profile.device.runs_here,
+            "picks": {tier: pick.to_json() for tier, pick in result.picks.items()},
+            "pareto_png": str(Path(paths["pareto_png"]).relative_to(run_dir)),
+            "summary": str(Path(paths["summary"]).relative_to(run_dir))}
+    return record
+
+
+def distill_stage(config: RunConfig, run_dir: Path, teacher_path: Path, students_dir: Path,
+                  on_job: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Distils the host's s/m/l from the teacher, and trains them without it (the baseline)."""
+    from gtn_nas.distill_run import DistillRunConfig, distill
+
+    stage = config.distill
+    methods = [stage.method] + (["none"] if stage.baseline else [])
+    record: dict[str, Any] = {"methods": {}}
+    for method in methods:
+        run = DistillRunConfig(
+            teacher=str(teacher_path) if method != "none" else None,
+            students=(str(students_dir),), method=method,
+            method_options=dict(stage.options) if method != "none" else {},
+            data=config.data, data_root=config.data_root, data_options=config.data_options,
+            download=config.download, image_size=config.image_size, limit=config.limit,
+            seeds=tuple(stage.seeds), train=dataclasses.replace(stage.train))
+        result = distill(run, run_dir / "distill" / method, on_job=on_job)
+        record["methods"][method] = {"folder": f"distill/{method}", "rows": result.rows}
+    return record
+
+
+# ----------------------------------------------------------------------------- the run
+def run_pipeline(config: RunConfig, out_dir: str | os.PathLike, *, resume: bool = False,
+                 on_stage: Callable[[str], None] | None = None,
+                 on_epoch_end: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
+    """Runs (or, with ``resume``, continues) every stage into ``out_dir``.
+
+    Raises:
+        ConfigError, DataError, InfeasibleBudgetError: bad options, missing data, an output
+            directory holding another run.
+    """
+    from gtn_nas.run_report import write_report
+
+    config.validate()
+    say = on_stage or (lambda text: _log.info(text))
+    run_dir = Path(out_dir)
+    state = RunState(run_dir, config, resume)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    state.save()
+    host = "host_cpu"
+    if host not in config.search.hw:
+        config = dataclasses.replace(config, search=dataclasses.replace(
+            config.search, hw=(host, *config.search.hw)))
+
+    if state.done("teacher") is None:
+        stage = config.teacher
+        say(f"1/4 teacher: {stage.method} {stage.teacher} on {config.data}, "
+            f"{stage.train.epochs} epochs")
+        state.finish("teacher", teacher_stage(config, run_dir, resume, on_epoch_end))
+    else:
+        say("1/4 teacher: finished earlier")
+    teacher_path = run_dir / state.done("teacher")["teacher"]
+
+    if state.done("search") is None:
+        say(f"2/4 search: {config.search.budget_evals} candidates per device on "
+            f"{', '.join(config.search.hw)}")
+        state.finish("search", search_stage(config, run_dir, teacher_path))
+    else:
+        say("2/4 search: finished earlier")
+    search = state.done("search")
+    students_dir = run_dir / search["devices"][host]["folder"] / "students"
+
+    if state.done("distill") is None:
+        say(f"3/4 distill: s/m/l with {config.distill.method}"
+            f"{' and without a teacher (baseline)' if config.distill.baseline else ''}, "
+            f"{config.distill.train.epochs} epochs, seeds {list(config.distill.seeds)}, "
+            f"exported to ONNX")
+        state.finish("distill", distill_stage(config, run_dir, teacher_path, students_dir,
+                                              on_job=say))
+    else:
+        say("3/4 distill: finished earlier")
+
+    say("4/4 report")
+    report, rows = write_report(run_dir, state.data)
+    state.finish("report", {"report": "report.md"})
+    return RunResult(run_dir, report, {"teacher": teacher_path, "students": students_dir},
+                     rows)
+
+
+def rebuild_report(run_dir: str | os.PathLike) -> Path:
+    """Rewrites ``report.md`` of a run directory from its files (``gtn-nas report DIR``)."""
+    from gtn_nas.run_report import write_report
+
+    run_dir = Path(run_dir)
+    try:
+        data = json.loads((run_dir / "run.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{run_dir}/run.json: unreadable run record ({exc})") from exc
+    return write_report(run_dir, data)[0]

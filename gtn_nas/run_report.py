@@ -1,0 +1,257 @@
+"""``report.md`` of a ``gtn-nas run``: what ran, the curves, the Pareto plots and the students'
+table with the gain of distillation over the no-teacher baseline.
+
+Everything is derived from the files in the run directory (``run.json``, the stages'
+summaries and metrics), so ``gtn-nas report DIR`` rebuilds it at any time.
+
+Example:
+    >>> path, rows = write_report(Path("runs/demo"), json.load(open("runs/demo/run.json")))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+from gtn_nas.fileio import atomic_write_bytes, atomic_write_text
+from gtn_nas.report import markdown_table
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _metrics(run_dir: Path) -> list[dict[str, Any]]:
+    try:
+        return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+                if line.strip()]
+    except (OSError, ValueError):
+        return []
+
+
+def student_rows(run_dir: Path, methods: list[str]) -> list[dict[str, Any]]:
+    """Per student: costs, latency, top-1 per method (mean, std over seeds) and the gain of
+    the first method over ``none``."""
+    by_student: dict[str, dict[str, Any]] = {}
+    for method in methods:
+        summary = _read_json(run_dir / "distill" / method / "summary.json") or {}
+        for row in summary.get("rows", []):
+            entry = by_student.setdefault(row["student"], {
+                "student": row["student"], "params": row["params"], "mflops": row["mflops"],
+                "latency_ms": row["latency_ms"], "latency_source": row["latency_source"],
+                "methods": {}})
+            entry["methods"][method] = row
+    rows = []
+    main = methods[0]
+    for entry in by_student.values():
+        distilled, baseline = entry["methods"].get(main), entry["methods"].get("none")
+        gain = None
+        if distilled and baseline:
+            gain = distilled["test_acc_mean"] - baseline["test_acc_mean"]
+        rows.append({**entry, "gain": gain})
+    order = {"s": 0, "m": 1, "l": 2}
+    rows.sort(key=lambda r: (order.get(r["student"], 9), r["params"]))
+    return rows
+
+
+def plot_distill_curves(run_dir: Path, methods: list[str], path: Path) -> Path | None:
+    """Validation accuracy per epoch of every distilled student (solid) and its baseline
+    (dashed), seed 0 of each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    drawn = 0
+    students = sorted({p.parent.parent.name for m in methods
+                       for p in (run_dir / "distill" / m).glob("*/seed*/metrics.jsonl")})
+    for i, student in enumerate(students):
+        for method, style in zip(methods, ("-", "--", ":")):
+            seeds = sorted((run_dir / "distill" / method / student).glob("seed*"))
+            history = _metrics(seeds[0]) if seeds else []
+            if not history:
+                continue
+            ax.plot([r["epoch"] for r in history], [r.get("val/acc") for r in history],
+                    style, color=f"C{i}", label=f"{student} ({method})")
+            drawn += 1
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation accuracy")
+    ax.set_title("students: distilled (solid) vs no teacher (dashed)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.1f}"
+
+
+def _acc(row: dict[str, Any] | None) -> str:
+    if not row:
+        return "-"
+    return f"{row['test_acc_mean'] * 100:.1f} ± {row['test_acc_std'] * 100:.1f}"
+
+
+def write_report(run_dir: Path, state: dict[str, Any]) -> tuple[Path, list[dict[str, Any]]]:
+    """Writes ``report.md`` (and ``distill_curves.png``); returns its path and the students'
+    rows."""
+    config = state.get("config", {})
+    stages = state.get("stages", {})
+    teacher = stages.get("teacher") or {}
+    search = stages.get("search") or {}
+    distill = stages.get("distill") or {}
+    methods = list((distill.get("methods") or {}).keys())
+    lines = [f"# gtn-nas run: {run_dir.name}", "",
+             f"Data: **{config.get('data')}**, seed {config.get('seed')}. Stages finished: "
+             f"{', '.join(s for s in ('teacher', 'search', 'distill') if s in stages) or 'none'}."
+             , ""]
+
+    # ---- teacher
+    lines += ["## 1. Teacher", ""]
+    if teacher:
+        tconf = config.get("teacher", {})
+        final = teacher.get("final", {})
+        accs = {k[4:]: v for k, v in final.items() if k.startswith("val/") and k.endswith("acc")}
+        classes = _num_classes(run_dir)
+        chance = 1.0 / classes if classes else None
+        lines.append(f"{tconf.get('method')} teacher `{tconf.get('teacher')}`, sampler "
+                     f"`{tconf.get('sampler')}`, {final.get('epoch', '?')} epochs; space "
+                     f"`{tconf.get('space')}` at width {tconf.get('width_mult')}. Validation "
+                     f"accuracy after the last epoch (chance: "
+                     f"{'-' if chance is None else f'{chance:.3f}'}):")
+        lines += ["", markdown_table(["network", "val top-1", "vs chance"],
+                                     [[k, f"{v:.3f}", "-" if not chance else f"{v / chance:.1f}x"]
+                                      for k, v in sorted(accs.items())]), ""]
+        if chance and any(k != "acc" and v < 2 * chance for k, v in accs.items()):
+            lines.append("**Warning:** a branch is below 2x chance: its path scores are weak "
+                         "evidence; train the teacher longer (teacher.train.epochs).")
+            lines.append("")
+        if teacher.get("curves"):
+            lines += [f"![teacher curves]({teacher['curves']})", ""]
+    else:
+        lines += ["not run yet", ""]
+
+    # ---- search
+    lines += ["## 2. Search", ""]
+    for device, info in (search.get("devices") or {}).items():
+        lines.append(f"### {device}")
+        lines.append("")
+        lines.append(f"Score: {search.get('scored_by')}. Latency: {info.get('latency_source')}"
+                     f"{' (measured on this machine)' if info.get('runs_here') else ''}. "
+                     f"Budgets: " + "; ".join(f"{t} " + ", ".join(f"{k} <= {v:g}" for k, v in b.items())
+                                              for t, b in (info.get("budgets") or {}).items()))
+        rows = []
+        for tier, pick in (info.get("picks") or {}).items():
+            measured = (pick.get("measured") or {}).get("median_ms")
+            predicted = pick.get("latency_ms")
+            error = "-"
+            if measured and predicted:
+                error = f"{(predicted / measured - 1) * 100:+.0f}%"
+            rows.append([tier, f"{pick['params']:,}", f"{pick['mflops']:.2f}",
+                         "-" if predicted is None else f"{predicted:.3f} ({pick['latency_source']})",
+                         "-" if measured is None else f"{measured:.3f}", error,
+                         f"{pick['score']:.3f}"])
+        lines += ["", markdown_table(["tier", "params", "MFLOPs", "latency ms", "re-measured ms",
+                                      "error", "score"], rows), ""]
+        lines += [f"- {note}" for note in info.get("notes", [])]
+        lines += ["", f"![Pareto front]({info.get('pareto_png')})", ""]
+    if not search:
+        lines += ["not run yet", ""]
+
+    # ---- students
+    lines += ["## 3. Students", ""]
+    rows = student_rows(run_dir, methods) if methods else []
+    if rows:
+        main = methods[0]
+        table = [[r["student"], f"{r['params']:,}", f"{r['mflops']:.2f}",
+                  "-" if r["latency_ms"] is None else f"{r['latency_ms']:.3f}",
+                  _acc(r["methods"].get(main)), _acc(r["methods"].get("none")),
+                  "-" if r["gain"] is None else f"{r['gain'] * 100:+.1f}"] for r in rows]
+        lines += [markdown_table(["student", "params", "MFLOPs", "latency ms",
+                                  f"{main} top-1 %", "no teacher top-1 %", "gain (points)"],
+                                 table), ""]
+        gains = [r["gain"] for r in rows if r["gain"] is not None]
+        if gains:
+            mean_gain = statistics.fmean(gains)
+            verdict = "beat" if mean_gain > 0 else "did NOT beat"
+            lines.append(f"On average the {main}-distilled students {verdict} the no-teacher "
+                         f"baseline: {mean_gain * 100:+.1f} points of test top-1 "
+                         f"({sum(g > 0 for g in gains)} of {len(gains)} students gained).")
+            lines.append("")
+        teacher_acc = (_read_json(run_dir / "distill" / main / "summary.json") or {}) \
+            .get("teacher_test_acc")
+        if teacher_acc is not None:
+            lines += [f"The teacher's own test top-1: {teacher_acc * 100:.1f}%.", ""]
+        curves = plot_distill_curves(run_dir, methods, run_dir / "distill_curves.png")
+        if curves is not None:
+            lines += ["![distillation curves](distill_curves.png)", ""]
+        lines += _export_lines(run_dir, methods)
+    else:
+        lines += ["not run yet", ""]
+
+    # ---- what ran
+    lines += ["## What ran", ""]
+    tconf = config.get("teacher", {})
+    dconf = config.get("distill", {})
+    lines.append(f"- teacher: {tconf.get('method')} / {tconf.get('teacher')}, sampler "
+                 f"`{tconf.get('sampler')}`, {tconf.get('train', {}).get('epochs')} epochs")
+    lines.append(f"- search: {config.get('search', {}).get('strategy')}, "
+                 f"{config.get('search', {}).get('budget_evals')} candidates per device; score: "
+                 f"{search.get('scored_by', '-')}")
+    for device, info in (search.get("devices") or {}).items():
+        errors = []
+        for pick in (info.get("picks") or {}).values():
+            measured = (pick.get("measured") or {}).get("median_ms")
+            if measured and pick.get("latency_ms"):
+                errors.append(abs(pick["latency_ms"] / measured - 1))
+        spread = f"; picks' latency error {max(errors) * 100:.0f}% at most" if errors else ""
+        lines.append(f"- latency on {device}: {info.get('latency_source')}{spread}")
+    lines.append(f"- distillation: {', '.join(methods) or '-'}, "
+                 f"{dconf.get('train', {}).get('epochs')} epochs, seeds {dconf.get('seeds')}")
+    lines.append("")
+    path = atomic_write_text(run_dir / "report.md", "\n".join(lines) + "\n")
+    return path, rows
+
+
+def _num_classes(run_dir: Path) -> int | None:
+    from gtn_nas.errors import ConfigError
+    from gtn_nas.fileio import safe_torch_load
+
+    try:
+        return int(safe_torch_load(run_dir / "teacher" / "teacher.pt", "teacher")["num_classes"])
+    except (ConfigError, KeyError, TypeError, ValueError):
+        return None
+
+
+def _export_lines(run_dir: Path, methods: list[str]) -> list[str]:
+    rows = []
+    for method in methods:
+        for result in sorted((run_dir / "distill" / method).glob("*/seed*/result.json")):
+            data = _read_json(result) or {}
+            export = data.get("export")
+            if not export:
+                continue
+            onnx = result.parent / export["onnx"]
+            rows.append([str(onnx.relative_to(run_dir)), f"{export['max_abs_diff']:.1e}",
+                         "-" if export.get("ort_ms_batch1") is None
+                         else f"{export['ort_ms_batch1']:.3f}",
+                         "-" if export.get("torch_ms_batch1") is None
+                         else f"{export['torch_ms_batch1']:.3f}"])
+    if not rows:
+        return []
+    return ["ONNX exports (parity on real test images; latency on this machine, batch 1):", "",
+            markdown_table(["file", "max abs diff", "ORT ms", "PyTorch eager ms"], rows), ""]

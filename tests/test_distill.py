@@ -1,0 +1,330 @@
+"""Distillers (gtn_nas.distill): losses by hand, a frozen teacher, learning, and the distill
+stage (gtn_nas.distill_run): save/reload, export, resume, shards and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from gtn_nas.cli import main
+from gtn_nas.distill import build_distiller, student_features
+from gtn_nas.distill_run import DistillRunConfig, distill, read_result
+from gtn_nas.engine import TrainConfig
+from gtn_nas.errors import ConfigError
+from gtn_nas.plugins import build_space
+from gtn_nas.students import load_student
+from gtn_nas.teachers import TeacherNet, build_teacher, save_teacher
+
+DIGITS = dict(width_mult=0.25, num_classes=10, input_size=8)
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+class _Fixed(nn.Module):
+    """A 'network' that ignores its input and returns fixed logits (loss checks by hand)."""
+
+    def __init__(self, logits):
+        super().__init__()
+        self.logits = nn.Parameter(torch.tensor(logits, dtype=torch.float64))
+
+    def forward(self, x):
+        return self.logits.expand(x.shape[0], -1)
+
+
+def _fixed_teacher(logits):
+    blocks = [nn.Identity(), nn.Identity(), nn.Identity(), _Fixed(logits)]
+    return TeacherNet("fixed", blocks, num_classes=len(logits), in_channels=3)
+
+
+def _softmax(z):
+    e = np.exp(z - z.max())
+    return e / e.sum()
+
+
+def test_kd_distiller_loss_by_hand():
+    z_s, z_t, y = [1.0, -0.5, 2.0], [3.0, 0.0, -1.0], 1
+    method = build_distiller("kd", _Fixed(z_s), _fixed_teacher(z_t))
+    out = method(torch.zeros(2, 3, 4, 4), torch.tensor([y, y]))
+    p_t, p_s = _softmax(np.array(z_t) / 4), _softmax(np.array(z_s) / 4)
+    kl = float(np.sum(p_t * (np.log(p_t) - np.log(p_s))))
+    ce = -float(np.log(_softmax(np.array(z_s))[y]))
+    assert out["loss"].item() == pytest.approx(0.1 * ce + 0.9 * 16 * kl, rel=1e-9)
+    out = build_distiller("kd", _Fixed(z_s), _fixed_teacher(z_t),
+                          options={"temperature": 1.0, "ce_weight": 1.0, "kd_weight": 0.5})(
+        torch.zeros(1, 3, 4, 4), torch.tensor([y]))
+    p_t, p_s = _softmax(np.array(z_t)), _softmax(np.array(z_s))
+    kl = float(np.sum(p_t * (np.log(p_t) - np.log(p_s))))
+    assert out["loss"].item() == pytest.approx(ce + 0.5 * kl, rel=1e-9)
+
+
+def test_dkd_distiller_warmup_and_decomposition_by_hand():
+    z_s, z_t, y = np.array([0.5, 1.5, -1.0, 0.0]), np.array([2.0, 0.5, 0.1, -0.3]), 0
+    method = build_distiller("dkd", _Fixed(list(z_s)), _fixed_teacher(list(z_t)),
+                             options={"warmup_epochs": 4})
+    method.on_epoch_start(0, 10)  # the first epoch: factor 1/4 (mdistiller counts from 1)
+    out = method(torch.zeros(1, 3, 4, 4), torch.tensor([y]))
+    p_t, p_s = _softmax(z_t / 4), _softmax(z_s / 4)
+    b_t, b_s = np.array([p_t[y], 1 - p_t[y]]), np.array([p_s[y], 1 - p_s[y]])
+    tckd = float(np.sum(b_t * np.log(b_t / b_s)))
+    rest = [c for c in range(4) if c != y]
+    q_t, q_s = _softmax(z_t[rest] / 4), _softmax(z_s[rest] / 4)
+    nckd = float(np.sum(q_t * np.log(q_t / q_s)))
+    ce = -float(np.log(_softmax(z_s)[y]))
+    assert out["tckd"].item() == pytest.approx(tckd, rel=1e-7)
+    assert out["nckd"].item() == pytest.approx(nckd, rel=1e-7)
+    assert out["loss"].item() == pytest.approx(ce + 0.25 * 16 * (tckd + 8 * nckd), rel=1e-7)
+    kl = float(np.sum(p_t * np.log(p_t / p_s)))
+    assert kl == pytest.approx(tckd + (1 - p_t[y]) * nckd, rel=1e-9)
+    method.on_epoch_start(9, 10)
+    late = method(torch.zeros(1, 3, 4, 4), torch.tensor([y]))
+    assert late["loss"].item() == pytest.approx(ce + 16 * (tckd + 8 * nckd), rel=1e-7)
+
+
+@pytest.fixture()
+def small():
+    torch.manual_seed(0)
+    space = build_space("resnet_supernet", **DIGITS)
+    teacher = build_teacher("tiny", num_classes=10).eval()
+    return space, teacher
+
+
+def test_fitnets_with_a_known_adapter_and_at_by_hand(small):
+    space, teacher = small
+    student = space.freeze(space.preset("s_nas_m"), seed=0)
+    method = build_distiller("fitnets", student, teacher, space.block_units,
+                             options={"input_size": 8, "cuts": [2, 3], "weight": 10.0})
+    for adapter in method.adapters:  # the adapter outputs exactly zero: hint = mean(f_t^2)
+        nn.init.zeros_(adapter[0].weight)
+        nn.init.zeros_(adapter[1].bias)
+    x, y = torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 3])
+    out = method(x, y)
+    with torch.no_grad():
+        _, t_feats = teacher.forward_with_features(x)
+        logits = student(x)
+    hint = (t_feats[1].pow(2).mean() + t_feats[2].pow(2).mean()) / 2
+    ce = nn.functional.cross_entropy(logits, y)
+    assert out["hint"].item() == pytest.approx(float(hint), rel=1e-5)
+    assert out["loss"].item() == pytest.approx(float(ce + 10 * hint), rel=1e-5)
+
+    at = build_distiller("at", student, teacher, space.block_units, options={"input_size": 8})
+    out = at(x, y)
+    with torch.no_grad():
+        _, s_feats = student_features(student, space.block_units, x)
+    expected = 0.0
+    for f_s, f_t in zip(s_feats, t_feats):
+        assert f_s.shape[-2:] == f_t.shape[-2:]
+        a_s = f_s.pow(2).mean(1).flatten(1).numpy()
+        a_t = f_t.pow(2).mean(1).flatten(1).numpy()
+        a_s /= np.linalg.norm(a_s, axis=1, keepdims=True)
+        a_t /= np.linalg.norm(a_t, axis=1, keepdims=True)
+        expected += float(((a_s - a_t) ** 2).mean())
+    assert out["at"].item() == pytest.approx(expected, rel=1e-5)
+    assert out["loss"].item() == pytest.approx(float(ce) + 1000 * expected, rel=1e-4)
+
+
+@pytest.mark.parametrize("method", ["kd", "dkd", "fitnets", "at"])
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_teacher_gets_no_gradient_and_keeps_its_mode(small, method, mode):
+    space, teacher = small
+    options = {"input_size": 8} if method in ("fitnets", "at") else {}
+    distiller = build_distiller(method, space.freeze(space.preset("s_nas_s"), seed=0), teacher,
+                                space.block_units, teacher_mode=mode, options=options)
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    distiller.train()
+    assert teacher.training == (mode == "train")
+    out = distiller(torch.randn(8, 3, 8, 8), torch.arange(8))
+    out["loss"].backward()
+    assert all(p.grad is None and not p.requires_grad for p in teacher.parameters())
+    assert {id(p) for g in distiller.param_groups() for p in g["params"]}.isdisjoint(
+        {id(p) for p in teacher.parameters()})
+    distiller.eval()
+    assert not teacher.training
+    if mode == "eval":  # eval mode: not even the BN running statistics move
+        assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
+
+
+@pytest.mark.parametrize("method", ["none", "kd", "dkd", "fitnets", "at"])
+def test_a_few_steps_lower_the_loss(small, method):
+    space, teacher = small
+    torch.manual_seed(1)
+    options = {"input_size": 8} if method in ("fitnets", "at") else {}
+    if method == "dkd":
+        options["warmup_epochs"] = 0
+    distiller = build_distiller(method, space.freeze(space.preset("s_nas_s"), seed=0), teacher,
+                                space.block_units, options=options)
+    x, y = torch.randn(32, 3, 8, 8), torch.randint(0, 10, (32,))
+    optimizer = torch.optim.SGD(distiller.param_groups(), lr=0.05, momentum=0.9)
+    losses = []
+    for _ in range(25):
+        loss = distiller(x, y)["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_bad_methods_and_options(small):
+    space, teacher = small
+    student = space.freeze(space.preset("s_nas_s"), seed=0)
+    with pytest.raises(ConfigError, match="unknown distillation method 'kdd'"):
+        build_distiller("kdd", student, teacher)
+    with pytest.raises(ConfigError, match="method kd has no option 'beta'"):
+        build_distiller("kd", student, teacher, options={"beta": 1})
+    with pytest.raises(ConfigError, match="needs a teacher"):
+        build_distiller("dkd", student, None)
+    with pytest.raises(ConfigError, match="cuts must be"):
+        build_distiller("at", student, teacher, space.block_units, options={"cuts": [4]})
+
+
+# ----------------------------------------------------------------------------- the stage
+@pytest.fixture(scope="module")
+def teacher_file(tmp_path_factory):
+    """A tiny teacher trained for one epoch on digits."""
+    from gtn_nas.train_teacher import TeacherRunConfig, train_teacher
+
+    folder = tmp_path_factory.mktemp("teacher")
+    config = TeacherRunConfig(method="standard", teacher="tiny", data="digits",
+                              train=TrainConfig(epochs=2, progress=False, schedule="constant"))
+    return train_teacher(config, folder / "run").teacher_path
+
+
+def _config(teacher, **kw):
+    train = TrainConfig(epochs=2, progress=False, max_steps_per_epoch=4, batch_size=32)
+    base = dict(teacher=str(teacher), students=("s_nas_s",), method="kd", data="digits",
+                limit=400, train=train)
+    base.update(kw)
+    return DistillRunConfig(**base)
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_distill_saves_reloads_exports_and_resumes_exactly(teacher_file, tmp_path):
+    full = distill(_config(teacher_file), tmp_path / "full")
+    run_dir = tmp_path / "full" / "s_nas_s" / "seed0"
+    record = read_result(run_dir)
+    assert record["epochs"] == 2 and 0.0 <= record["test_acc"] <= 1.0
+    assert {"student_last.pt", "student_best.pt", "student.onnx", "curves.png", "last.pt",
+            "metrics.jsonl", "result.json"} <= {p.name for p in run_dir.iterdir()}
+    assert record["export"]["max_abs_diff"] <= 1e-4
+    assert record["export"]["parity_inputs"] == "digits test images"
+    assert full.rows[0]["student"] == "s_nas_s" and full.rows[0]["seeds"] == [0]
+    # reloaded from student-only files: the same logits as the trained student
+    checkpoint = torch.load(run_dir / "last.pt", weights_only=True)
+    loaded = load_student(run_dir / "student_last.pt")
+    trained = loaded.space.freeze(loaded.sample)
+    trained.load_state_dict({k[len("method.student."):]: v
+                             for k, v in checkpoint["method"].items()
+                             if k.startswith("method.student.")})
+    x = torch.randn(5, 3, 8, 8)
+    loaded.model.eval(), trained.eval()
+    assert torch.equal(loaded.model(x), trained(x))
+
+    # killed after its first epoch, then re-run: the same weights as the uninterrupted run
+    def kill(record):
+        if record["epoch"] == 1:
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        distill(_config(teacher_file), tmp_path / "cut", on_epoch_end=kill)
+    assert read_result(tmp_path / "cut" / "s_nas_s" / "seed0") is None
+    resumed = distill(_config(teacher_file), tmp_path / "cut")
+    assert len(resumed.ran) == 1
+    a = load_student(run_dir / "student_last.pt").model.state_dict()
+    b = load_student(tmp_path / "cut" / "s_nas_s" / "seed0" / "student_last.pt").model \
+        .state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not list((tmp_path / "cut").rglob("*.tmp"))
+    again = distill(_config(teacher_file), tmp_path / "cut")  # finished: skipped
+    assert again.ran == [] and len(again.skipped) == 1
+
+
+def test_shards_then_report_and_export_cli(teacher_file, tmp_path, capsys):
+    base = ["distill", "--teacher", str(teacher_file), "--students", "s_nas_s", "s_nas_m",
+            "--data", "digits", "--limit", "400", "--epochs", "1", "--max-steps-per-epoch",
+            "2", "--batch-size", "32", "--seeds", "0,1", "--no-export", "--out",
+            str(tmp_path / "d")]
+    code, out, err = run(capsys, *base, "--shard", "1/2")
+    assert code == 0, err
+    assert "2 run(s) trained" in out
+    code, out, err = run(capsys, *base, "--shard", "2/2")
+    assert code == 0, err
+    code, out, err = run(capsys, "report", str(tmp_path / "d"))
+    assert code == 0, err
+    summary = json.loads((tmp_path / "d" / "summary.json").read_text())
+    assert sorted((r["student"], tuple(r["seeds"])) for r in summary["rows"]) == [
+        ("s_nas_m", (0, 1)), ("s_nas_s", (0, 1))]
+    assert summary["teacher_test_acc"] is not None
+    assert "± " in (tmp_path / "d" / "summary.md").read_text()
+    onnx = tmp_path / "m.onnx"
+    code, out, err = run(capsys, "export", "--student",
+                         str(tmp_path / "d" / "s_nas_m" / "seed1" / "student_best.pt"),
+                         "--out", str(onnx), "--dynamic-batch")
+    assert code == 0, err
+    assert onnx.is_file() and "parity on digits test images" in out and "ONNX Runtime" in out
+
+
+def test_bad_input_is_one_line_and_exit_2(teacher_file, tmp_path, capsys):
+    wrong_classes = save_teacher(tmp_path / "t5.pt", build_teacher("tiny", num_classes=5),
+                                 image_size=8)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    foreign = tmp_path / "foreign.yaml"
+    code, _, _ = run(capsys, "space", "sample", "--num-classes", "7", "--input-size", "8",
+                     "--width-mult", "0.25", "--out", str(foreign))
+    assert code == 0
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    out_file = tmp_path / "a_file"
+    out_file.write_text("x")
+    base = ["distill", "--data", "digits", "--epochs", "1", "--out", str(tmp_path / "o")]
+    cases = [
+        (["--teacher", str(wrong_classes), "--students", "s_nas_s"], "has 5 classes"),
+        (["--teacher", str(teacher_file), "--students", str(empty)], "holds no students"),
+        (["--teacher", str(teacher_file), "--students", str(foreign)], "num_classes 7"),
+        (["--teacher", str(teacher_file), "--students", "s_nas_q"], "unknown preset"),
+        (["--teacher", str(garbage), "--students", "s_nas_s"], "corrupt or unreadable"),
+        (["--teacher", str(teacher_file), "--students", "s_nas_s", "--shard", "3/2"],
+         "--shard must be K/N"),
+        (["--teacher", str(teacher_file), "--students", "s_nas_s", "--seeds", "a,b"],
+         "--seeds must be comma-separated"),
+        (["--students", "s_nas_s", "--method", "kd"], "needs --teacher"),
+        (["--teacher", str(teacher_file), "--students", "s_nas_s", "--method", "kdd"],
+         "unknown distillation method"),
+        (["--teacher", str(teacher_file), "--students", "s_nas_s", "--option", "tau=[1"],
+         "is not valid YAML"),
+        (["--teacher", str(teacher_file), "--students", "s_nas_s", "--lr", "nan"],
+         "lr must be"),
+    ]
+    for extra, message in cases:
+        code, _, err = run(capsys, *base, *extra)
+        assert code == 2, (extra, err)
+        assert message in err, (extra, err)
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    code, _, err = run(capsys, "distill", "--teacher", str(teacher_file), "--students",
+                       "s_nas_s", "--out", str(out_file))
+    assert code == 2 and "is a file" in err
+    code, _, err = run(capsys, "export", "--student", str(garbage), "--out",
+                       str(tmp_path / "x.onnx"))
+    assert code == 2 and "corrupt or unreadable" in err
+
+
+def test_onnx_mismatch_above_tolerance_is_refused_and_leaves_no_file(small, tmp_path):
+    from gtn_nas.export import ParityError, export_and_check
+
+    space, _ = small
+    student = space.freeze(space.preset("s_nas_s"), seed=0).eval()
+    with pytest.raises(ParityError, match="differ by"):
+        export_and_check(student, tmp_path / "s.onnx", torch.randn(2, 3, 8, 8), atol=-1.0,
+                         time_it=False)
+    assert not (tmp_path / "s.onnx").exists()
