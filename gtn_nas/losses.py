@@ -37,6 +37,7 @@ __all__ = [
     "hint_loss",
     "kd_loss",
     "sftn_loss",
+    "soft_cross_entropy",
     "soft_kl",
 ]
 
@@ -512,3 +513,41 @@ def categorical_entropy(logits: Tensor) -> Tensor:
     log_p = F.log_softmax(logits, dim=-1)
     finite_log_p = log_p.clamp(min=torch.finfo(log_p.dtype).min)
     return -(log_p.exp() * finite_log_p).sum(dim=-1)
+
+
+def soft_cross_entropy(logits: Tensor, target_probs: Tensor, label_smoothing: float = 0.0
+                       ) -> Tensor:
+    """Cross-entropy against soft targets, with label smoothing (GPD's student <- DT term).
+
+    ``loss = mean_b sum_c -((1 - eps) * p_c + eps / C) * log softmax(z)_c``, i.e.
+    ``(1 - eps) * CE(z, p) + eps * mean_c(-log softmax(z)_c)``; no temperature. The targets are
+    detached (they only provide targets).
+
+    Args:
+        logits: ``[batch, classes]``.
+        target_probs: ``[batch, classes]``, rows summing to 1 (e.g. ``softmax`` of other logits).
+        label_smoothing: ``eps`` in ``[0, 1)``.
+
+    Returns:
+        A scalar tensor.
+
+    Raises:
+        ValueError: mismatched shapes or ``label_smoothing`` outside ``[0, 1)``.
+
+    Example:
+        >>> z = torch.tensor([[0.0, 0.0]])
+        >>> round(float(soft_cross_entropy(z, torch.tensor([[1.0, 0.0]]), 0.1)), 4)  # log 2
+        0.6931
+    """
+    if logits.dim() != 2:
+        raise ValueError(f"logits must be [batch, classes], got shape {_shape(logits)}")
+    _check_same_shape("logits", logits, "target_probs", target_probs)
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+    log_q = F.log_softmax(logits, dim=-1)
+    target = target_probs.detach()
+    if label_smoothing:
+        target = (1.0 - label_smoothing) * target + label_smoothing / logits.shape[-1]
+    return -(target * log_q).sum(dim=-1).mean()
+
+

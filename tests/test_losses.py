@@ -365,3 +365,28 @@ def test_categorical_entropy_masked_choices_stay_finite():
     assert entropy.item() == pytest.approx(math.log(2), abs=1e-6)
     entropy.backward()
     assert torch.isfinite(logits.grad).all()
+
+
+# ---------------------------------------------------------------- soft cross-entropy (GPD)
+def test_soft_cross_entropy_by_hand_smoothing_and_detach():
+    from gtn_nas.losses import soft_cross_entropy
+
+    logits = t64([[1.0, 2.0, 0.0]]).requires_grad_()
+    target = t64([[0.2, 0.5, 0.3]]).requires_grad_()
+    z = sum(math.exp(v) for v in (1.0, 2.0, 0.0))
+    log_q = [v - math.log(z) for v in (1.0, 2.0, 0.0)]
+    plain = -sum(p * lq for p, lq in zip((0.2, 0.5, 0.3), log_q))
+    assert float(soft_cross_entropy(logits, target)) == pytest.approx(plain, rel=1e-12)
+    eps = 0.1
+    smoothed = (1 - eps) * plain + eps * -sum(log_q) / 3
+    loss = soft_cross_entropy(logits, target, eps)
+    assert float(loss) == pytest.approx(smoothed, rel=1e-12)
+    loss.backward()
+    assert target.grad is None and logits.grad is not None
+    # a one-hot target without smoothing is the ordinary cross-entropy
+    one_hot = t64([[0.0, 1.0, 0.0]])
+    assert float(soft_cross_entropy(logits, one_hot)) == pytest.approx(-log_q[1], rel=1e-12)
+    with pytest.raises(ValueError, match=r"label_smoothing"):
+        soft_cross_entropy(logits, target, 1.0)
+    with pytest.raises(ValueError, match=r"\(1, 3\).*\(1, 4\)"):
+        soft_cross_entropy(logits, torch.zeros(1, 4, dtype=D))
