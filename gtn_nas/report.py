@@ -61,7 +61,11 @@ def plot_training_curves(history: Sequence[dict[str, Any]], path: str | Path,
                          title: str = "teacher training") -> Path:
     """Accuracy of the teacher and of each grafted branch per epoch (the GTN supplement's
     Figure 1), on validation (solid) and training (dashed) data; with a path sampler, a second
-    panel shows each ``*/op`` label's probabilities per epoch.
+    panel shows each ``*/op`` label's probabilities per epoch and a third the entropy of each
+    label's distribution (and their sum) per epoch.
+
+    Validation branch accuracies of a GTN run are the means over its K fixed paths; where the
+    record has ``val/<branch>_acc_min`` and ``_max`` the spread over the paths is shaded.
 
     Returns:
         The written PNG's path (written atomically).
@@ -70,6 +74,7 @@ def plot_training_curves(history: Sequence[dict[str, Any]], path: str | Path,
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     from gtn_nas.fileio import atomic_write_bytes
 
@@ -79,7 +84,8 @@ def plot_training_curves(history: Sequence[dict[str, Any]], path: str | Path,
                       key=lambda k: (k != "acc", k))
     probs = [record.get("sampler/probs") for record in history]
     has_sampler = any(p for p in probs)
-    fig, axes = plt.subplots(1, 2 if has_sampler else 1, figsize=(12 if has_sampler else 6.5, 4.2),
+    panels = 3 if has_sampler else 1
+    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels if has_sampler else 6.5, 4.2),
                              squeeze=False)
     ax = axes[0][0]
     for i, key in enumerate(acc_keys):
@@ -87,10 +93,12 @@ def plot_training_curves(history: Sequence[dict[str, Any]], path: str | Path,
         colour = f"C{i}"
         ax.plot(epochs, [r.get(f"val/{key}") for r in history], "-o", color=colour, ms=3,
                 label=f"{name} (val)")
+        low = [r.get(f"val/{key}_min") for r in history]
+        high = [r.get(f"val/{key}_max") for r in history]
+        if history and all(v is not None for v in low + high):
+            ax.fill_between(epochs, low, high, color=colour, alpha=0.12, linewidth=0)
         ax.plot(epochs, [r.get(f"train/{key}") for r in history], "--", color=colour,
                 alpha=0.6, label=f"{name} (train)")
-    from matplotlib.ticker import MaxNLocator
-
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("accuracy")
@@ -99,7 +107,7 @@ def plot_training_curves(history: Sequence[dict[str, Any]], path: str | Path,
     ax.legend(fontsize=7)
     if has_sampler:
         ax = axes[0][1]
-        last = probs[-1] or {}
+        last = next((p for p in reversed(probs) if p), {})
         labels = [lb for lb in last if lb.endswith("/op")] or list(last)[:6]
         styles = ("-", "--", ":", "-.")
         for i, label in enumerate(labels):
@@ -113,125 +121,26 @@ def plot_training_curves(history: Sequence[dict[str, Any]], path: str | Path,
         ax.set_title("path distribution")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6, ncol=3)
+        ax = axes[0][2]
+        by_label = [r.get("sampler/entropy_by_label") or {} for r in history]
+        names = list(next((e for e in reversed(by_label) if e), {}))
+        for i, label in enumerate(names):
+            ax.plot(epochs, [e.get(label) for e in by_label], color=f"C{i % 10}",
+                    linestyle=styles[(i // 10) % len(styles)], lw=1, label=label)
+        twin = ax.twinx()
+        twin.plot(epochs, [r.get("sampler/entropy") for r in history], "k-o", ms=3, lw=2,
+                  label="sum (right axis)")
+        twin.set_ylabel("total entropy (nats)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("entropy per label (nats)")
+        ax.set_title("sampler entropy")
+        ax.grid(alpha=0.3)
+        if names:
+            ax.legend(fontsize=5, ncol=3)
+        twin.legend(fontsize=6, loc="lower left")
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
     return atomic_write_bytes(path, buffer.getvalue())
-
-
-def plot_pareto(candidates, front, picks, budgets, path: str | Path, cost: str = "latency_ms",
-                title: str = "search") -> Path:
-    """Cost (latency or MFLOPs) vs score of every candidate, the Pareto front, the tier picks
-    and the tiers' budgets on that cost."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from gtn_nas.fileio import atomic_write_bytes
-
-    label = {"latency_ms": "latency (ms)", "mflops": "MFLOPs"}[cost]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    xs = [c.metric(cost) for c in candidates]
-    ax.scatter(xs, [c.score for c in candidates], s=8, alpha=0.35, color="grey",
-               label="candidates")
-    ax.plot([c.metric(cost) for c in front], [c.score for c in front], "-", color="C0",
-            label="Pareto front")
-    for i, (tier, pick) in enumerate(picks.items()):
-        colour = f"C{i + 1}"
-        ax.scatter([pick.metric(cost)], [pick.score], s=80, marker="*", color=colour, zorder=3,
-                   label=f"tier {tier} pick")
-        limit = budgets[tier].get(cost)
-        if limit is not None:
-            ax.axvline(limit, color=colour, linestyle="--", alpha=0.6)
-    ax.set_xscale("log")
-    ax.set_xlabel(label)
-    ax.set_ylabel("score")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    return atomic_write_bytes(path, buffer.getvalue())
-
-
-def save_search(result, out_dir, space, profile) -> dict[str, Any]:
-    """Writes candidates.json, pareto.csv, pareto.png, students/{tier}.yaml and summary.md."""
-    import csv
-    import io
-    import json
-    from pathlib import Path
-
-    from gtn_nas.fileio import atomic_write_text
-    from gtn_nas.search import describe_limits, pareto_front
-    from gtn_nas.students import save_sample_file
-
-    out = Path(out_dir)
-    paths: dict[str, Any] = {}
-    paths["candidates"] = atomic_write_text(out / "candidates.json", json.dumps(
-        {"profile": profile.name, "space": space.spec, "latency_source": result.latency_source,
-         "scored_by": result.scored_by,
-         "candidates": [c.to_json() for c in result.candidates]}, indent=1) + "\n")
-    cost = "latency_ms" if result.latency_source != "none" else "mflops"
-    front = pareto_front(result.candidates, cost)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["latency_ms", "mflops", "params", "score", "sample"])
-    for c in front:
-        writer.writerow([c.latency_ms, round(c.mflops, 4), c.params, round(c.score, 6),
-                         json.dumps(c.sample)])
-    paths["pareto_csv"] = atomic_write_text(out / "pareto.csv", buffer.getvalue())
-    paths["pareto_png"] = plot_pareto(result.candidates, front, result.picks, result.budgets,
-                                      out / "pareto.png", cost=cost,
-                                      title=f"{space.spec} on {profile.name}")
-    paths["students"] = {}
-    for tier, pick in result.picks.items():
-        paths["students"][tier] = save_sample_file(
-            out / "students" / f"{tier}.yaml", pick.sample, space, tier=tier,
-            profile=profile.name, score=round(pick.score, 6), params=pick.params,
-            mflops=round(pick.mflops, 4),
-            latency_ms=None if pick.latency_ms is None else round(pick.latency_ms, 5),
-            latency_source=pick.latency_source, **({"measured": pick.measured}
-                                                     if pick.measured else {}))
-    rows = []
-    for tier, pick in result.picks.items():
-        latency = "-" if pick.latency_ms is None else f"{pick.latency_ms:.3f} ({pick.latency_source})"
-        measured = pick.measured.get("median_ms")
-        rows.append([tier, describe_limits(result.budgets[tier]), f"{pick.params:,}",
-                     f"{pick.mflops:.1f}", latency,
-                     "-" if measured is None else f"{measured:.3f} (measured)",
-                     f"{pick.score:.4f}", space.describe_sample(pick.sample)])
-    lines = [f"# Search: {space.spec} on {profile.name}", "",
-             f"{len(result.candidates)} distinct candidates; score: {result.scored_by}; "
-             f"latency: {result.latency_source}"
-             + (" (ESTIMATED from the profile's device facts)"
-                if result.latency_source == "estimated" else ""), "",
-             markdown_table(["tier", "budget", "params", "MFLOPs", "latency ms",
-                             "re-measured", "score", "student"], rows), ""]
-    lines += confidence_lines(result)
-    lines += [f"- {note}" for note in result.notes]
-    paths["summary"] = atomic_write_text(out / "summary.md", "\n".join(lines) + "\n")
-    return paths
-
-
-def confidence_lines(result) -> list[str]:
-    """How sure the search is about its latencies: the table's validation and the picks'
-    re-measured error."""
-    lines = []
-    val = result.latency_validation
-    if val:
-        lines.append(f"- latency table validation: MAPE {val['mape'] * 100:.1f}%, "
-                     f"{val['within_10pct'] * 100:.0f}% of {val['students']} held-out students "
-                     f"within +-10%")
-    elif result.latency_source == "estimated":
-        lines.append("- latencies are roofline ESTIMATES from the profile's device facts: "
-                     "expect errors of several x; build a table on the device")
-    for tier, pick in result.picks.items():
-        if pick.measured and pick.latency_ms:
-            error = pick.latency_ms / pick.measured["median_ms"] - 1.0
-            lines.append(f"- tier {tier}: predicted {pick.latency_ms:.3f} ms, measured "
-                         f"{pick.measured['median_ms']:.3f} ms ({error * 100:+.0f}%)")
-    return lines

@@ -41,7 +41,23 @@ METHODS = ("standard", "sftn", "gtn")
 
 @dataclass
 class TeacherRunConfig:
-    """Everything a teacher-training run depends on (``config.yaml`` of the run)."""
+    """Everything a teacher-training run depends on (``config.yaml`` of the run).
+
+    GTN options (docs/gtn.md has the measurements behind the defaults):
+
+    - ``sampler``: ``uniform`` | ``learned`` | ``adversarial``; ``arch_lr`` (Adam, 0.02),
+      ``entropy_weight`` (0.1, bonus -KL(p || prior) per label), ``baseline_decay`` (0.9, the
+      REINFORCE moving-average baseline), ``path_prior`` (``student``, default: each layer
+      configuration equally likely; ``label``: uniform per label);
+    - ``full_branch`` (None: on for ``learned``/``adversarial``, off for ``uniform``): a
+      full-path branch from the input image, the only branch that runs layer 1 (its signal
+      for the sampler); it does not touch the teacher and costs ~50% more time per epoch;
+    - ``sandwich`` (False): also train the largest and smallest students each step;
+    - ``inplace_distill`` (0): weight of KL(teacher || branch) for every branch path;
+    - ``eval_paths`` (8): K fixed paths whose mean branch accuracies are logged each epoch;
+    - ``eval_recalibration_batches`` (4): recent training batches that recalibrate each
+      logged path's BN statistics (0: the shared statistics).
+    """
 
     method: Literal["standard", "sftn", "gtn"] = "gtn"
     teacher: str = "resnet32"
@@ -61,8 +77,15 @@ class TeacherRunConfig:
     alpha: float | None = None
     temperature: float = 1.0
     warmup_epochs: int = 0
-    arch_lr: float = 3e-3
-    entropy_weight: float = 1e-2
+    arch_lr: float = 0.02
+    entropy_weight: float = 0.1
+    baseline_decay: float = 0.9
+    path_prior: str = "student"
+    full_branch: bool | None = None
+    sandwich: bool = False
+    inplace_distill: float = 0.0
+    eval_paths: int = 8
+    eval_recalibration_batches: int = 4
     cost_target_mflops: float | None = None
     cost_weight: float = 1.0
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -70,13 +93,15 @@ class TeacherRunConfig:
     def resolved(self) -> "TeacherRunConfig":
         """A copy with defaults that depend on other options filled in.
 
+        ``full_branch``: on when the sampler learns (layer 1's signal), else off.
         ``alpha`` (the branch KL weight): the papers use 3 on CIFAR-100 and 1 on ImageNet-200;
         **[our reading]** 3 for ``cifar100`` and 1 for every other dataset (on small, short runs
         a weight of 3 ties the teacher to its still-random branches and stalls it).
         """
         alpha = self.alpha if self.alpha is not None else (3.0 if self.data == "cifar100"
                                                            else 1.0)
-        return dataclasses.replace(self, alpha=alpha)
+        full = self.full_branch if self.full_branch is not None else self.sampler != "uniform"
+        return dataclasses.replace(self, alpha=alpha, full_branch=full)
 
     def validate(self) -> None:
         self.train.validate()
@@ -87,6 +112,18 @@ class TeacherRunConfig:
         if self.method != "gtn" and (self.sampler != "uniform" or self.cost_target_mflops):
             raise ConfigError(f"--sampler and the cost target are for --method gtn, not "
                               f"{self.method}")
+        if self.method != "gtn" and (self.sandwich or self.inplace_distill):
+            raise ConfigError(f"--sandwich and --inplace-distill are for --method gtn, not "
+                              f"{self.method}")
+        checks = [(self.eval_paths >= 1, f"eval_paths must be >= 1, got {self.eval_paths}"),
+                  (self.eval_recalibration_batches >= 0, "eval_recalibration_batches must "
+                   f"be >= 0, got {self.eval_recalibration_batches}"),
+                  (self.inplace_distill >= 0, "inplace_distill must be >= 0, got "
+                   f"{self.inplace_distill}"),
+                  (self.arch_lr > 0, f"arch_lr must be > 0, got {self.arch_lr}")]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
         if self.warmup_epochs < 0 or self.warmup_epochs >= self.train.epochs:
             raise ConfigError(f"warmup_epochs must be in [0, epochs), got {self.warmup_epochs}")
         if self.warmup_epochs and not (self.pretrained or self.teacher_weights):
@@ -130,11 +167,15 @@ def build_method(config: TeacherRunConfig, num_classes: int, in_channels: int,
                                 warmup_epochs=config.warmup_epochs)
     sampler = PathSampler(space, config.sampler, seed=config.train.seed, arch_lr=config.arch_lr,
                           entropy_weight=config.entropy_weight,
+                          baseline_decay=config.baseline_decay, prior=config.path_prior,
                           cost_target_mflops=config.cost_target_mflops,
                           cost_weight=config.cost_weight)
     return GTNMethod(teacher, space, sampler, image_size, alpha=config.alpha,
                      temperature=config.temperature, warmup_epochs=config.warmup_epochs,
-                     seed=config.train.seed)
+                     seed=config.train.seed, full_branch=config.full_branch,
+                     sandwich=config.sandwich, inplace_distill=config.inplace_distill,
+                     eval_paths=config.eval_paths,
+                     eval_recalibration_batches=config.eval_recalibration_batches)
 
 
 def _resolve_student(space, student: str) -> dict[str, Any]:
@@ -182,6 +223,7 @@ def train_teacher(config: TeacherRunConfig, run_dir: str | os.PathLike, *, resum
             extra["branches"] = atomic_torch_save(
                 {"format": BRANCHES_FORMAT, "space": space.spec,
                  "options": to_plain(space.options), "state_dict": method.branches.state_dict(),
+                 "full_branch": method.branches.has_full,
                  "sampler": method.sampler.state_dict()}, run_dir / "branches.pt")
         try:
             from gtn_nas.report import plot_training_curves

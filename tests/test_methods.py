@@ -90,21 +90,22 @@ def test_gtn_draws_one_valid_path_per_batch_shared_by_all_branches(space, batch,
     body_type = type(method.branches.bodies[0])
     original = body_type.forward
 
-    def spy(self, x, sample, gates=None):
+    def spy(self, x, sample):
         seen.append(sample)
-        return original(self, x, sample, gates)
+        return original(self, x, sample)
 
     monkeypatch.setattr(body_type, "forward", spy)
     method.on_epoch_start(0, 1)
     samples = []
     for _ in range(5):
         out = method(x, y)
-        assert len(seen) == 3 and seen[0] is seen[1] is seen[2], "one path for all branches"
+        assert len(seen) == 4 and all(s is seen[0] for s in seen), "one path for all branches"
         assert space.validate(seen[0]) == seen[0]
         samples.append(tuple(seen[0].items()))
         expected = conditioning_loss(out["logits"], [out[f"branch{k}_logits"] for k in (1, 2, 3)],
                                      y, alpha=3.0)
-        assert torch.equal(out["loss"], expected["loss"])
+        full = expected["loss"] + out["full_ce"] + 3.0 * out["full_kl"]
+        torch.testing.assert_close(out["loss"], full)
         seen.clear()
     assert len(set(samples)) > 1, "a new path per mini-batch"
     method.on_epoch_start(0, 1)  # same epoch seed -> same sequence of paths
@@ -112,38 +113,169 @@ def test_gtn_draws_one_valid_path_per_batch_shared_by_all_branches(space, batch,
     assert tuple(seen[0].items()) == samples[0]
 
 
+def test_full_branch_runs_layer1_and_does_not_pull_the_teacher(space, batch):
+    x, y = batch
+    method = GTNMethod(_teacher(), space, PathSampler(space, "uniform", seed=0), SIZE)
+    assert "layer1" in method.branches.branch_units()["full"]
+    assert all("layer1" not in units for name, units in method.branches.branch_units().items()
+               if name != "full")
+    sample = space.preset("s_nas_m")
+    out = method.branches.full_path(x, sample)
+    out.sum().backward()
+    assert all(p.grad is None for p in method.teacher.parameters())
+    assert method.branches.full.units["layer1"].resblocks["k3"][0].conv1.conv.weight.grad \
+        is not None
+
+
+def _planted_losses(sample, generator, scale=1.0):
+    """Branch losses of a planted problem: layer 1 should be a resblock (only the full-path
+    branch runs it) and layer 4 an identity (every branch but the last runs it)."""
+    a = scale * float(sample["layer1/op"] != "resblock")
+    b = scale * float(sample["layer4/op"] != "identity")
+
+    def noise():
+        return 0.3 * float(torch.randn((), generator=generator))
+
+    return {"full": 1 + a + b + noise(), "branch1": 1 + b + noise(),
+            "branch2": 1 + b + noise(), "branch3": 1 + noise()}
+
+
+def _branch_units(space):
+    units = list(space.units)  # stem, layer1..6, head; blocks as in METHODS.md section 1
+    return {"full": units, "branch1": units[2:], "branch2": units[4:], "branch3": units[6:]}
+
+
 @pytest.mark.parametrize("kind", ["learned", "adversarial"])
-def test_learning_samplers_move_the_distribution_uniform_does_not(space, batch, kind):
+def test_samplers_find_a_planted_op_in_every_layer_including_layer1(space, kind):
+    sampler = PathSampler(space, kind, seed=0, branch_units=_branch_units(space))
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(300):
+        sample = sampler.draw()
+        sampler.step(sample, _planted_losses(sample, generator))
+    probs = sampler.probabilities()
+    layer1 = float(probs["layer1/op"][2])   # resblock
+    layer4 = float(probs["layer4/op"][1])   # identity
+    if kind == "learned":
+        assert layer1 > 0.8 and layer4 > 0.8, (layer1, layer4)
+    else:
+        assert layer1 < 0.1 and layer4 < 0.1, (layer1, layer4)
+
+
+def test_the_estimator_reaches_every_layers_logits(space):
+    sampler = PathSampler(space, "learned", seed=0, entropy_weight=0.0,
+                          branch_units=_branch_units(space))
+    everything = {f"layer{i}/{part}": value for i in range(1, 7)
+                  for part, value in (("op", "resblock"), ("kernel", 3), ("depth", 2))}
+    sample = space.validate(everything)
+    sampler.step(sample, {"full": 1.0, "branch1": 1.0, "branch2": 1.0, "branch3": 1.0})
+    before = {k: v.detach().clone() for k, v in sampler.logits.items()}
+    sampler.step(sample, {"full": 2.0, "branch1": 2.0, "branch2": 2.0, "branch3": 2.0})
+    for label in space.choices():
+        key = label.replace("/", "__")
+        assert not torch.equal(before[key], sampler.logits[key].detach()), label
+    # a worse-than-baseline loss makes the drawn values less likely
+    assert sampler.probabilities()["layer1/op"][2] < 1 / 3
+
+
+def test_entropy_bonus_keeps_noise_from_collapsing_onto_zero(space):
+    sampler = PathSampler(space, "learned", seed=0, branch_units=_branch_units(space))
+    assert sampler.entropy_weight == 0.1, "the default bonus"
+    generator = torch.Generator().manual_seed(3)
+    for _ in range(300):
+        sample = sampler.draw()
+        sampler.step(sample, _planted_losses(sample, generator, scale=0.0))
+    probs = sampler.probabilities()
+    assert all(float(probs[f"layer{i}/op"][0]) < 0.5 for i in range(1, 7))
+
+
+def test_learning_samplers_step_inside_gtn_training_uniform_does_not(space, batch):
     x, y = batch
     uniform = PathSampler(space, "uniform", seed=0)
-    learner = PathSampler(space, kind, seed=0, arch_lr=0.05)
+    learner = PathSampler(space, "learned", seed=0)
     for sampler in (uniform, learner):
         method = GTNMethod(_teacher(), space, sampler, SIZE)
         arch = {id(p) for p in sampler.parameters()}
         assert all(id(p) not in arch for g in method.param_groups() for p in g["params"])
         method.on_epoch_start(0, 1)
-        for _ in range(4):
+        for _ in range(3):
             out = method(x, y)
             out["loss"].backward()
-            method.after_optimizer_step(x, y, out)
+            logged = method.after_optimizer_step(x, y, out)
             method.zero_grad(set_to_none=True)
+    assert "sampler/entropy" in logged
     assert all(torch.equal(p, torch.zeros_like(p)) for p in uniform.parameters())
-    moved = [p.abs().max().item() for p in learner.parameters()]
-    assert max(moved) > 1e-3
+    assert max(p.abs().max().item() for p in learner.parameters()) > 1e-3
     probs = learner.summary()["sampler/probs"]["layer4/op"]
     assert set(probs) == {"zero", "identity", "resblock"}
     assert sum(probs.values()) == pytest.approx(1.0, abs=1e-4)
 
 
-def test_gates_are_one_in_value_and_reach_the_logits(space):
-    sampler = PathSampler(space, "learned", seed=1)
-    sample, gates = sampler.draw()
-    assert gates, "a learned sampler gates the grafted units"
-    for gate in gates.values():
-        assert gate.item() == pytest.approx(1.0, abs=1e-6)
-    total = sum(gates.values())
-    total.backward()
-    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in sampler.parameters())
+def test_student_prior_draws_each_layer_configuration_equally(space):
+    sampler = PathSampler(space, "uniform", seed=0, prior="student")
+    probs = sampler.probabilities()["layer2/op"]
+    torch.testing.assert_close(probs, torch.tensor([1 / 8, 1 / 8, 6 / 8]))
+
+
+def test_logged_branch_accuracy_averages_k_fixed_paths(space, monkeypatch):
+    torch.manual_seed(0)
+    method = GTNMethod(_teacher(), space, PathSampler(space, "uniform", seed=0), SIZE,
+                       eval_paths=3, eval_recalibration_batches=0)
+    gen = torch.Generator().manual_seed(0)
+    val = [(torch.randn(5, 3, SIZE, SIZE, generator=gen), torch.arange(5) % 10),
+           (torch.randn(4, 3, SIZE, SIZE, generator=gen), torch.arange(4) % 10)]
+    paths = method.validation_paths()
+    assert len(paths) == 3 and len({tuple(p.items()) for p in paths}) == 3
+    assert paths == method.validation_paths(), "the same K paths every epoch"
+    method.eval()
+    expected = []
+    for sample in paths:
+        correct = sum(int((method.branch_logits(x, sample)["branch1"].argmax(1) == y).sum())
+                      for x, y in val)
+        expected.append(correct / 9)
+    method.train()
+    seen = []
+    original = GTNMethod.branch_logits
+
+    def spy(self, x, sample):
+        seen.append(tuple(sample.items()))
+        return original(self, x, sample)
+
+    monkeypatch.setattr(GTNMethod, "branch_logits", spy)
+    logged = method.evaluate_extra(val)
+    assert len(set(seen)) == 3 and logged["paths"] == 3
+    assert logged["branch1_acc"] == pytest.approx(sum(expected) / 3)
+    assert logged["branch1_acc_min"] == pytest.approx(min(expected))
+    assert method.training, "the mode is restored"
+
+
+def test_evaluation_recalibrates_each_path_and_restores_the_shared_statistics(space, batch):
+    x, y = batch
+    method = GTNMethod(_teacher(), space, PathSampler(space, "uniform", seed=0), SIZE,
+                       eval_paths=2, eval_recalibration_batches=2)
+    method.on_epoch_start(0, 1)
+    method(x, y)["loss"].backward()
+    shared = {k: v.clone() for k, v in method.branches.state_dict().items()}
+    with_recal = method.evaluate_extra([(x, y)])
+    after = method.branches.state_dict()
+    assert all(torch.equal(after[k], shared[k]) for k in shared)
+    method.eval_recalibration_batches, method._recent = 0, []
+    assert method.evaluate_extra([(x, y)]).keys() == with_recal.keys()
+
+
+def test_sandwich_and_inplace_distillation_add_terms(space, batch):
+    x, y = batch
+    method = GTNMethod(_teacher(), space, PathSampler(space, "uniform", seed=0), SIZE,
+                       sandwich=True, inplace_distill=1.0)
+    largest, smallest = method.extremes
+    assert all(largest[f"layer{i}/op"] == "resblock" and largest[f"layer{i}/depth"] == 6
+               for i in range(1, 7))
+    assert all(smallest[f"layer{i}/op"] == "zero" for i in range(1, 7))
+    method.on_epoch_start(0, 1)
+    out = method(x, y)
+    assert out["inplace_distill"] > 0
+    out["loss"].backward()
+    assert method.branches.full.units["layer1"].resblocks["k5"][2].conv1.conv.weight.grad \
+        is not None, "the largest student trained"
 
 
 def test_cost_aware_sampler_pulls_expected_flops_down(space):

@@ -39,6 +39,13 @@ def test_each_method_writes_a_complete_run_directory(capsys, tmp_path, method, e
     assert expected <= names
     assert ("branches.pt" in names) == (method == "gtn")
     assert (out_dir / "curves.png").stat().st_size > 10_000
+    if method == "gtn":  # honest logging: K paths, whole validation split, the distribution
+        import json
+
+        record = json.loads((out_dir / "metrics.jsonl").read_text().splitlines()[-1])
+        assert record["val/paths"] == 8
+        assert {"val/branch1_acc", "val/full_acc", "val/full_acc_min"} <= set(record)
+        assert set(record["sampler/entropy_by_label"]) == set(record["sampler/probs"])
     # the saved teacher is a plain teacher and equals the trained one in the checkpoint
     teacher, meta = load_teacher(out_dir / "teacher.pt")
     assert meta["method"] == method and type(teacher).__name__ == "TeacherNet"
@@ -86,7 +93,9 @@ def _digest(path):
     (["--method", "sftn"], "--method sftn needs --student"),
     (["--method", "sftn", "--student", "s_nas_xl"], "unknown preset 's_nas_xl'"),
     (["--method", "standard", "--sampler", "learned"], "--sampler and the cost target are for"),
-    (["--resume"], "no checkpoint"),
+    (["--method", "standard", "--sandwich"], "--sandwich and --inplace-distill are for"),
+    (["--method", "gtn", "--eval-paths", "0"], "eval_paths must be >= 1"),
+    (["--method", "gtn", "--path-prior", "flat"], "unknown path prior 'flat'"),
     (["--teacher", "resnet32", "--pretrained"], "has no pretrained weights"),
     (["--method", "gtn", "--warmup-epochs", "5"], "warmup_epochs must be in [0, epochs)"),
     (["--method", "gtn", "--warmup-epochs", "1"], "give --pretrained or --teacher-weights"),

@@ -32,7 +32,8 @@ def cmd_train_teacher(args: argparse.Namespace) -> int:
     run = {k: getattr(args, k) for k in (
         "method", "teacher", "data", "data_root", "image_size", "limit", "space", "width_mult",
         "student", "sampler", "alpha", "warmup_epochs", "teacher_weights",
-        "cost_target_mflops")}
+        "cost_target_mflops", "arch_lr", "entropy_weight", "path_prior", "full_branch",
+        "sandwich", "inplace_distill", "eval_paths", "eval_recalibration_batches")}
     if args.pretrained:
         run["pretrained"] = True
     if args.download:
@@ -93,6 +94,24 @@ def register(commands) -> None:
     tt.add_argument("--sampler", help="gtn: uniform, learned or adversarial")
     tt.add_argument("--cost-target-mflops", type=float,
                     help="gtn: cost-aware sampler, expected MFLOPs target")
+    tt.add_argument("--arch-lr", type=float, help="gtn: Adam learning rate of the sampler "
+                                                  "(default 0.02)")
+    tt.add_argument("--entropy-weight", type=float,
+                    help="gtn: weight of the sampler's entropy bonus (default 0.1)")
+    tt.add_argument("--path-prior", help="gtn: label (uniform per label, default) or student "
+                                         "(each layer's configurations equally likely)")
+    tt.add_argument("--full-branch", action=argparse.BooleanOptionalAction, default=None,
+                    help="gtn: train a full-path branch from the input image (default: on for "
+                         "learned/adversarial samplers, off for uniform)")
+    tt.add_argument("--sandwich", action=argparse.BooleanOptionalAction, default=None,
+                    help="gtn: also train the largest and smallest students each step")
+    tt.add_argument("--inplace-distill", type=float,
+                    help="gtn: weight of KL(teacher || branch) for every branch path (default 0)")
+    tt.add_argument("--eval-paths", type=int,
+                    help="gtn: K fixed paths whose mean branch accuracy is logged (default 8)")
+    tt.add_argument("--eval-recalibration-batches", type=int,
+                    help="gtn: training batches recalibrating each logged path's BN "
+                         "statistics (default 4; 0: shared statistics)")
     tt.add_argument("--alpha", type=float,
                     help="weight of the branch KL term (default: 3 on cifar100, else 1)")
     tt.add_argument("--warmup-epochs", type=int,

@@ -7,7 +7,10 @@ student's blocks ``k+1 .. 4``, ending in logits.
 
 - SFTN grafts one fixed student: each branch holds its own copy of that student's plain blocks.
 - GTN grafts the supernet: each branch holds its own copy of the supernet's units for blocks
-  ``k+1 .. 4`` and runs the path of the sample it is given. The transform produces the widest
+  ``k+1 .. 4`` and runs the path of the sample it is given. Optionally a *full-path branch*
+  **[our reading, docs/gtn.md]** holds a copy of every unit and runs the whole path from the
+  input image (a one-shot supernet trained beside the teacher): the only branch that runs block
+  1, so layer 1's choice matters to a score and to the sampler. The transform produces the widest
   input the path can need and the branch takes the leading channels its path uses (the
   supernet's own weight-sharing rule). Resolutions follow the space's reference student (every
   stride kept) **[our reading]**: a path that drops a strided layer runs its later blocks at that
@@ -65,12 +68,9 @@ class _SupernetBody(nn.Module):
         super().__init__()
         self.units = nn.ModuleDict({name: copy.deepcopy(unit) for name, unit in units.items()})
 
-    def forward(self, x: torch.Tensor, sample: Mapping[str, Any],
-                gates: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
-        for name, unit in self.units.items():
+    def forward(self, x: torch.Tensor, sample: Mapping[str, Any]) -> torch.Tensor:
+        for unit in self.units.values():
             x = unit(x, sample)
-            if gates is not None and name in gates:
-                x = x * gates[name]
         return x
 
 
@@ -81,8 +81,7 @@ class _StudentBody(nn.Module):
         super().__init__()
         self.layers = nn.Sequential(*(copy.deepcopy(m) for _, m in modules))
 
-    def forward(self, x: torch.Tensor, sample: Mapping[str, Any] | None = None,
-                gates: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, sample: Mapping[str, Any] | None = None) -> torch.Tensor:
         return self.layers(x)
 
 
@@ -93,10 +92,12 @@ class GraftedBranches(nn.Module):
     """
 
     def __init__(self, transforms: Sequence[nn.Module], bodies: Sequence[nn.Module],
-                 space: SupernetSpace, fixed_sample: Mapping[str, Any] | None) -> None:
+                 space: SupernetSpace, fixed_sample: Mapping[str, Any] | None,
+                 full: nn.Module | None = None) -> None:
         super().__init__()
         self.transforms = nn.ModuleList(transforms)
         self.bodies = nn.ModuleList(bodies)
+        self.full = full
         self.space = [space]  # a list keeps the space out of this module's parameters
         self.fixed_sample = dict(fixed_sample) if fixed_sample is not None else None
 
@@ -118,9 +119,10 @@ class GraftedBranches(nn.Module):
         return cls(transforms, bodies, space, sample)
 
     @classmethod
-    def for_supernet(cls, teacher: nn.Module, space: SupernetSpace,
-                     input_size: int) -> "GraftedBranches":
-        """GTN: branches holding copies of the supernet's last 3, 2 and 1 blocks."""
+    def for_supernet(cls, teacher: nn.Module, space: SupernetSpace, input_size: int,
+                     full_branch: bool = False) -> "GraftedBranches":
+        """GTN: branches holding copies of the supernet's last 3, 2 and 1 blocks, and with
+        ``full_branch`` a copy of the whole supernet run from the input image."""
         widest = space.max_block_channels()
         nominal = space.block_shapes(space.reference_sample)
         transforms, bodies = [], []
@@ -129,28 +131,45 @@ class GraftedBranches(nn.Module):
                                               where=f"branch {k}"))
             names = [n for group in space.block_units[k:] for n in group]
             bodies.append(_SupernetBody({n: space.units[n] for n in names}))
-        return cls(transforms, bodies, space, None)
+        full = _SupernetBody(dict(space.units)) if full_branch else None
+        return cls(transforms, bodies, space, None, full)
 
-    def branch(self, index: int, feature: torch.Tensor, sample: Mapping[str, Any] | None = None,
-               gates: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
+    @property
+    def has_full(self) -> bool:
+        return self.full is not None
+
+    def branch_units(self) -> dict[str, list[str]]:
+        """Branch name (``full``, ``branch1`` ..) -> the supernet units it runs (GTN only)."""
+        out = {f"branch{k}": list(body.units) for k, body in enumerate(self.bodies, start=1)
+               if isinstance(body, _SupernetBody)}
+        if self.full is not None:
+            out["full"] = list(self.full.units)
+        return out
+
+    def full_path(self, images: torch.Tensor, sample: Mapping[str, Any]) -> torch.Tensor:
+        """Logits of the full-path branch (the whole student path from the input image)."""
+        if self.full is None:
+            raise ValueError("these branches have no full-path branch")
+        return self.full(images, sample)
+
+    def branch(self, index: int, feature: torch.Tensor,
+               sample: Mapping[str, Any] | None = None) -> torch.Tensor:
         """Logits of branch ``index`` (0-based) alone, from the teacher's feature at its cut."""
         x = self.transforms[index](feature)
         if self.fixed_sample is None:
             if sample is None:
                 raise ValueError("supernet branches need a sample (the path to run)")
             x = x[:, : self.space[0].block_channels(sample)[index]]
-        return self.bodies[index](x, sample, gates)
+        return self.bodies[index](x, sample)
 
-    def forward(self, features: Sequence[torch.Tensor], sample: Mapping[str, Any] | None = None,
-                gates: Mapping[str, torch.Tensor] | None = None) -> list[torch.Tensor]:
+    def forward(self, features: Sequence[torch.Tensor],
+                sample: Mapping[str, Any] | None = None) -> list[torch.Tensor]:
         """Logits of branches 1..3 for the teacher's ``features`` at the 3 cuts.
 
         Args:
             features: The teacher's outputs of blocks 1, 2, 3.
             sample: The path (GTN, validated); ignored by SFTN branches.
-            gates: Optional unit name -> scalar multipliers (straight-through gates of a
-                learned path distribution).
         """
         if len(features) != NUM_BLOCKS - 1:
             raise ValueError(f"expected {NUM_BLOCKS - 1} features, got {len(features)}")
-        return [self.branch(k, feature, sample, gates) for k, feature in enumerate(features)]
+        return [self.branch(k, feature, sample) for k, feature in enumerate(features)]
