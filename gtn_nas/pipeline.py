@@ -3,7 +3,9 @@ directory.
 
 1. ``teacher/``: a GTN teacher (:func:`gtn_nas.train_teacher.train_teacher`);
 2. ``search/``: s/m/l students for this machine (``host_cpu``) and every other profile given,
-   scored through the teacher (:mod:`gtn_nas.search`), latency measured here or from tables;
+   ranked by ``search.score`` (default ``auto``: NASWOT, which ranked trained students best in
+   docs/BENCHMARKS.md; ``branch`` scores paths through the GTN teacher and falls back to a
+   proxy when its scores sit at chance), latency measured here or from tables;
 3. ``distill/<method>/`` and ``distill/none/``: each pick distilled from the teacher and the
    same students trained without a teacher (the baseline), exported to ONNX
    (:mod:`gtn_nas.distill_run`);
@@ -35,10 +37,10 @@ from typing import Any, Callable, Literal
 
 import numpy as np
 
-from gtn_nas.config import from_mapping, read_yaml, to_plain
+from gtn_nas.config import check_finite, from_mapping, read_yaml, to_plain
 from gtn_nas.engine import TrainConfig, config_digest
 from gtn_nas.errors import ConfigError
-from gtn_nas.fileio import atomic_write_text
+from gtn_nas.fileio import atomic_write_text, remove_stale_temporaries
 
 _log = logging.getLogger(__name__)
 
@@ -78,7 +80,7 @@ class SearchStage:
     strategy: str = "evolution"
     budgets: Literal["auto", "profile"] = "auto"
     latency: Literal["auto", "table", "measure", "estimate"] = "auto"
-    score: str = "auto"
+    score: str = "auto"          # auto (the benchmark's best: naswot), branch, params, flops, synflow
 
 
 @dataclass
@@ -143,6 +145,7 @@ def load_run_config(path: str | os.PathLike | None, overrides: dict[str, Any] | 
                 raise ConfigError(f"{where}: {key} must be a mapping")
         node[last] = value
     config = from_mapping(RunConfig, data, where)
+    check_finite(config, where)
     config.validate()
     return config
 
@@ -255,19 +258,27 @@ def distinct_picks(result) -> list[str]:
 
 
 def search_stage(config: RunConfig, run_dir: Path, teacher_path: Path) -> dict[str, Any]:
-    """Scores paths through the teacher and picks s/m/l for every profile in ``search.hw``."""
+    """Scores paths (``search.score``) and picks s/m/l for every profile in ``search.hw``."""
+    from gtn_nas.data import load_dataset
+    from gtn_nas.plugins import build_space
     from gtn_nas.profiles import load_profile
-    from gtn_nas.scoring import load_branch_scorer
+    from gtn_nas.scoring import search_scorer
     from gtn_nas.search import run_search
-    try:
-        from gtn_nas.search_report import save_search
-    except ImportError:  # TEMPORARY until the search report module lands
-        from gtn_nas.report import save_search
+    from gtn_nas.search_report import save_search
 
-    space, scorer = load_branch_scorer(teacher_path)
-    scored_by = "GTN branch-1 validation accuracy"
+    splits = load_dataset(config.data, root=config.data_root, image_size=config.image_size,
+                          seed=config.seed, limit=config.limit, augment=False,
+                          download=config.download, **config.data_options)
+    space = build_space(config.teacher.space, num_classes=splits.num_classes,
+                        in_channels=splits.in_channels, input_size=splits.image_size,
+                        width_mult=config.teacher.width_mult)
+    scorer, score_notes = search_scorer(
+        config.search.score, space, teacher_path=teacher_path if config.search.score == "branch"
+        else None, space_override=config.teacher.space, data=splits, seed=config.seed)
+    scored_by = scorer.description
     profiles = [load_profile(name) for name in config.search.hw]
-    record: dict[str, Any] = {"space": space.spec, "scored_by": scored_by, "devices": {}}
+    record: dict[str, Any] = {"space": space.spec, "scored_by": scored_by,
+                              "score_notes": score_notes, "devices": {}}
     for profile in profiles:
         wanted = (space.in_channels, space.input_size, space.input_size)
         budgets = profile.budgets
@@ -278,8 +289,7 @@ def search_stage(config: RunConfig, run_dir: Path, teacher_path: Path) -> dict[s
         result = run_search(space, profile, strategy=config.search.strategy,
                             budget_evals=config.search.budget_evals, seed=config.seed,
                             scorer=scorer, scored_by=scored_by)
-        notes = distinct_picks(result)
-        result.notes.extend(notes)
+        result.notes.extend(score_notes + distinct_picks(result))
         folder = run_dir / "search" / profile.name
         paths = save_search(result, folder, space, profile)
         record["devices"][profile.name] = {
@@ -323,13 +333,22 @@ def run_pipeline(config: RunConfig, out_dir: str | os.PathLike, *, resume: bool 
         ConfigError, DataError, InfeasibleBudgetError: bad options, missing data, an output
             directory holding another run.
     """
+    from gtn_nas.profiles import load_profile
     from gtn_nas.run_report import write_report
 
     config.validate()
+    for name in dict.fromkeys(("host_cpu", *config.search.hw)):
+        load_profile(name)  # a bad profile fails now, not after the teacher has trained
     say = on_stage or (lambda text: _log.info(text))
     run_dir = Path(out_dir)
     state = RunState(run_dir, config, resume)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # e.g. a path under a file, or a read-only folder
+        raise ConfigError(f"cannot create the run directory {run_dir}: "
+                          f"{exc.strerror or exc}; choose another --out") from exc
+    for stale in remove_stale_temporaries(run_dir):  # left by a killed run's atomic writes
+        _log.info("removed %s, left by a killed run", stale)
     state.save()
     host = "host_cpu"
     if host not in config.search.hw:

@@ -70,8 +70,10 @@ def plot_distill_curves(run_dir: Path, methods: list[str], path: Path) -> Path |
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
     drawn = 0
+    order = {"s": 0, "m": 1, "l": 2}
     students = sorted({p.parent.parent.name for m in methods
-                       for p in (run_dir / "distill" / m).glob("*/seed*/metrics.jsonl")})
+                       for p in (run_dir / "distill" / m).glob("*/seed*/metrics.jsonl")},
+                      key=lambda name: (order.get(name, 9), name))
     for i, student in enumerate(students):
         for method, style in zip(methods, ("-", "--", ":")):
             seeds = sorted((run_dir / "distill" / method / student).glob("seed*"))
@@ -84,6 +86,9 @@ def plot_distill_curves(run_dir: Path, methods: list[str], path: Path) -> Path |
     if not drawn:
         plt.close(fig)
         return None
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation accuracy")
     ax.set_title("students: distilled (solid) vs no teacher (dashed)")
