@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import types
 import typing
@@ -160,7 +161,44 @@ def load_config(cls: type[T], path: str | os.PathLike | None = None,
         data.update(loaded)
         where = str(path)
     data.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    return from_mapping(cls, data, where)
+    config = from_mapping(cls, data, where)
+    check_finite(config, where)
+    return config
+
+
+def check_finite(config: Any, where: str = "config") -> None:
+    """Refuses nan and infinite numbers anywhere in ``config`` (its fields, nested dataclasses,
+    option mappings and lists): no option means anything with them.
+
+    Raises:
+        ConfigError: one line naming the dotted option and the value.
+
+    Example:
+        >>> check_finite({"alpha": float("nan")}, "teacher")
+        Traceback (most recent call last):
+        ...
+        gtn_nas.errors.ConfigError: teacher: alpha must be a finite number, got nan
+    """
+    for name, value in _numbers(config):
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: {name} must be a finite number, got {value}")
+
+
+def _numbers(obj: Any, prefix: str = "") -> list[tuple[str, float]]:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        items = [(f.name, getattr(obj, f.name)) for f in dataclasses.fields(obj)]
+    elif isinstance(obj, Mapping):
+        items = list(obj.items())
+    elif isinstance(obj, (list, tuple)):
+        items = [(str(i), v) for i, v in enumerate(obj)]
+    elif isinstance(obj, float):
+        return [(prefix.rstrip("."), obj)]
+    else:
+        return []
+    found: list[tuple[str, float]] = []
+    for key, value in items:
+        found += _numbers(value, f"{prefix}{key}.")
+    return found
 
 
 def to_plain(obj: Any) -> Any:

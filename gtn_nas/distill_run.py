@@ -38,7 +38,7 @@ from gtn_nas.data import DataSplits, load_dataset
 from gtn_nas.distill import DISTILLERS, build_distiller
 from gtn_nas.engine import TrainConfig, fit
 from gtn_nas.errors import ConfigError
-from gtn_nas.fileio import atomic_write_text
+from gtn_nas.fileio import atomic_write_text, remove_stale_temporaries
 from gtn_nas.space import Sample, SupernetSpace
 
 _log = logging.getLogger(__name__)
@@ -401,6 +401,8 @@ def distill(config: DistillRunConfig, out_dir: str | os.PathLike, *,
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out} is a file, not a run directory; choose another --out")
+    for stale in remove_stale_temporaries(out):  # a killed run's summaries, results, exports
+        _log.info("removed %s, left by a killed run", stale)
     say = on_job or (lambda text: _log.info(text))
     # The splits are a function of the data seed; every job uses the data split of seed 0 so
     # that students of different seeds are compared on the same test images.

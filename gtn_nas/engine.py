@@ -239,6 +239,11 @@ def fit(method: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainCo
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"{run_dir} is a file, not a run directory; choose another --out")
+    try:  # refused before training, not after the first epoch's checkpoint fails to write
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a path under a file, a read-only folder
+        raise ConfigError(f"cannot create the run directory {run_dir}: "
+                          f"{exc.strerror or exc}; choose another --out") from exc
     checkpoint_path = run_dir / CHECKPOINT_NAME
     identity = dict(to_plain(identity or {"train": config}))
     digest = config_digest(identity)

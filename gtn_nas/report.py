@@ -76,8 +76,6 @@ def plot_training_curves(history: Sequence[dict[str, Any]], path: str | Path,
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    from gtn_nas.fileio import atomic_write_bytes
-
     epochs = [record["epoch"] for record in history]
     acc_keys = sorted({k.split("/", 1)[1] for record in history for k in record
                        if k.startswith("val/") and k.endswith("acc")},
@@ -139,8 +137,17 @@ def plot_training_curves(history: Sequence[dict[str, Any]], path: str | Path,
         if names:
             ax.legend(fontsize=5, ncol=3)
         twin.legend(fontsize=6, loc="lower left")
+    return save_figure(fig, path)
+
+
+def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
+    """Lays out ``fig``, writes it as a PNG atomically, closes it; returns the path."""
+    import matplotlib.pyplot as plt
+
+    from gtn_nas.fileio import atomic_write_bytes
+
     fig.tight_layout()
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
+    fig.savefig(buffer, format="png", dpi=dpi)
     plt.close(fig)
     return atomic_write_bytes(path, buffer.getvalue())

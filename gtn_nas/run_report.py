@@ -10,14 +10,13 @@ Example:
 
 from __future__ import annotations
 
-import io
 import json
 import statistics
 from pathlib import Path
 from typing import Any
 
-from gtn_nas.fileio import atomic_write_bytes, atomic_write_text
-from gtn_nas.report import markdown_table
+from gtn_nas.fileio import atomic_write_text
+from gtn_nas.report import markdown_table, save_figure
 
 
 def _read_json(path: Path) -> Any:
@@ -94,11 +93,7 @@ def plot_distill_curves(run_dir: Path, methods: list[str], path: Path) -> Path |
     ax.set_title("students: distilled (solid) vs no teacher (dashed)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    return atomic_write_bytes(path, buffer.getvalue())
+    return save_figure(fig, path)
 
 
 def _pct(value: float | None) -> str:

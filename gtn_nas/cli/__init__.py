@@ -24,10 +24,20 @@ from gtn_nas.errors import GtnNasError
 COMMAND_MODULES = ("space_cmds", "teacher_cmd", "search_cmds", "distill_cmds", "run_cmd")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one line (``gtn-nas COMMAND: error: ...``) and exit 2, like every other
+    bad input; ``--help`` still prints the full usage."""
+
+    def error(self, message: str):  # type: ignore[override]
+        root, _, command = self.prog.partition(" ")
+        where = f"{command}: " if command else ""
+        self.exit(2, f"{root}: error: {where}{message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     import importlib
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="gtn-nas", description="Generic Teacher Network distillation into NAS-searched "
                                     "hardware-specific students.")
     parser.add_argument("--version", action="version", version=f"gtn-nas {__version__}")

@@ -87,6 +87,9 @@ class GTNMethod(BranchedTeacherMethod):
     def on_epoch_start(self, epoch: int, epochs: int) -> None:
         super().on_epoch_start(epoch, epochs)
         self.sampler.set_epoch(epoch)
+        # The recalibration batches of evaluate_extra come from this epoch only, so a run
+        # resumed from the last checkpoint logs what the uninterrupted run logged.
+        self._recent.clear()
 
     def validation_paths(self) -> list[Sample]:
         """The K fixed paths of the logged branch accuracies (drawn from the sampler's prior
