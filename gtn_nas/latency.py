@@ -1,45 +1,61 @@
-"""Latency: ONNX Runtime measurement, per-device lookup tables, and a labelled estimate.
+"""Latency: how a student's latency is obtained, and which model a search uses.
 
-- **Measured**: export the student to ONNX, one ORT session with the profile's providers and
-  threads, warm-up runs, then timed repeats; median, p90 and spread are reported.
-- **Table**: ``gtn-nas profile`` on the device measures every unit step a student can contain
-  (unit, choices, input shape: :class:`gtn_nas.costs.PathStep`), fits the end-to-end overhead
-  on a few whole students, and validates on held-out random students. A prediction is the sum
-  of a student's steps plus the overhead, never below the floor (one call of a one-op model on
-  the student's input): microseconds per student.
-- **Estimated**: without a table for a device that is not this machine, a roofline estimate
-  from the profile's peak GFLOP/s and memory bandwidth; always labelled ``estimated``.
+Three sources, always labelled:
+
+- **measured**: export the student to ONNX, one ONNX Runtime session with the profile's
+  providers and threads, the profile's protocol (warm-up runs, timed repeats, a statistic).
+  :class:`MeasuredLatency` does this per candidate, cached per canonical sample.
+- **table**: a device's latency predictor built by ``gtn-nas profile`` on the device
+  (:mod:`gtn_nas.latency_predictor`, built by :mod:`gtn_nas.latency_build`): microseconds per
+  student.
+- **estimated**: a roofline estimate from the profile's peak GFLOP/s and memory bandwidth.
+
+:func:`latency_model` chooses among them (``mode="auto"``: a table that matches this space,
+profile and machine; else direct measurement when the profile runs here; else the estimate).
+Measurements on a shared machine are noisy: :func:`noise_floor` measures the spread of
+repeated measurements of one model, and :func:`measure_interleaved` times several models in
+alternating rounds with a reference model, so a load change shows up in the reference.
 
 Example:
-    >>> table = build_latency_table(space, load_profile("host_cpu"))      # doctest: +SKIP
-    >>> table.predict(space.preset("s_nas_m"))                             # doctest: +SKIP
-    4.1
+    >>> model = latency_model(space, load_profile("host_cpu"), UnitCosts(space))  # doctest: +SKIP
+    >>> model(space.preset("s_nas_m")), model.source                            # doctest: +SKIP
+    (4.1, 'table')
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import os
-import platform
 import statistics
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from gtn_nas.config import to_plain
 from gtn_nas.costs import UnitCosts
 from gtn_nas.errors import ConfigError
 from gtn_nas.export import export_onnx, onnx_session
-from gtn_nas.fileio import atomic_write_text
 from gtn_nas.space import SupernetSpace
 
-TABLE_FORMAT = "gtn-nas-latency-table/1"
+_log = logging.getLogger(__name__)
+
+MODES = ("auto", "table", "measure", "estimate")
+_LAZY = {"LatencyTable": "gtn_nas.latency_predictor", "TableLatency": "gtn_nas.latency_predictor",
+         "TABLE_FORMAT": "gtn_nas.latency_predictor", "build_latency_table": "gtn_nas.latency_build",
+         "validate_table": "gtn_nas.latency_build"}
+
+
+def __getattr__(name: str) -> Any:  # the table's names, for ``from gtn_nas.latency import ...``
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -57,7 +73,16 @@ class LatencyStats:
         return {"median": self.median_ms, "mean": self.mean_ms, "p90": self.p90_ms}[statistic]
 
 
-def _providers(profile, strict: bool = False) -> list[str]:
+def summarize(times: Sequence[float]) -> LatencyStats:
+    """:class:`LatencyStats` of run times in ms."""
+    times = sorted(times)
+    median = statistics.median(times)
+    p10, p90 = times[int(0.1 * (len(times) - 1))], times[int(0.9 * (len(times) - 1))]
+    return LatencyStats(median, p90, statistics.fmean(times), times[0],
+                        (p90 - p10) / median if median > 0 else 0.0, len(times))
+
+
+def providers_for(profile, strict: bool = False) -> list[str]:
     """The profile's providers available here; with ``strict`` its first choice must be."""
     import onnxruntime as ort
 
@@ -75,12 +100,16 @@ def _providers(profile, strict: bool = False) -> list[str]:
     return usable
 
 
-def measure_onnx(path: str | os.PathLike, input_shape: tuple[int, ...], providers: list[str],
-                 threads: int = 0, warmup: int = 10, repeats: int = 50) -> LatencyStats:
-    """Times ``repeats`` runs of the ONNX model at ``path`` after ``warmup`` runs."""
-    session = onnx_session(path, providers=providers, threads=threads or None)
-    name = session.get_inputs()[0].name
-    feed = {name: np.random.default_rng(0).standard_normal(input_shape).astype(np.float32)}
+_providers = providers_for  # older name
+
+
+def time_session(session, feed: Mapping[str, np.ndarray], warmup: int, repeats: int
+                 ) -> list[float]:
+    """Runs ``session`` ``warmup`` times untimed, then ``repeats`` timed runs; ms per run.
+
+    Every wall-clock measurement of a model goes through here (tests stub it to play a
+    busy machine).
+    """
     for _ in range(warmup):
         session.run(None, feed)
     times = []
@@ -88,11 +117,26 @@ def measure_onnx(path: str | os.PathLike, input_shape: tuple[int, ...], provider
         start = time.perf_counter()
         session.run(None, feed)
         times.append((time.perf_counter() - start) * 1e3)
-    times.sort()
-    median = statistics.median(times)
-    p10, p90 = times[int(0.1 * (len(times) - 1))], times[int(0.9 * (len(times) - 1))]
-    return LatencyStats(median, p90, statistics.fmean(times), times[0],
-                        (p90 - p10) / median if median > 0 else 0.0, len(times))
+    return times
+
+
+def _feed(session, input_shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+    data = np.random.default_rng(0).standard_normal(input_shape).astype(np.float32)
+    return {session.get_inputs()[0].name: data}
+
+
+def measure_onnx(path: str | os.PathLike, input_shape: tuple[int, ...], providers: list[str],
+                 threads: int = 0, warmup: int = 10, repeats: int = 50) -> LatencyStats:
+    """Times ``repeats`` runs of the ONNX model at ``path`` after ``warmup`` runs."""
+    session = onnx_session(path, providers=providers, threads=threads or None)
+    return summarize(time_session(session, _feed(session, input_shape), warmup, repeats))
+
+
+def export_student(module: nn.Module, path: str | os.PathLike, input_shape: tuple[int, ...],
+                   profile) -> Path:
+    """Exports ``module`` (eval mode, fixed batch) for timing with ``profile``'s opset."""
+    return export_onnx(module, path, torch.zeros(input_shape), opset=profile.runtime.opset,
+                       dynamic_batch=False)
 
 
 def measure_module(module: nn.Module, input_shape: tuple[int, ...], profile,
@@ -101,11 +145,85 @@ def measure_module(module: nn.Module, input_shape: tuple[int, ...], profile,
     """Exports ``module`` (eval mode) to ONNX and measures it with ``profile``'s runtime
     (``strict``: the profile's first provider must be available)."""
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-        path = export_onnx(module, Path(tmp) / "model.onnx", torch.zeros(input_shape),
-                           opset=profile.runtime.opset, dynamic_batch=False)
-        return measure_onnx(path, input_shape, _providers(profile, strict),
+        path = export_student(module, Path(tmp) / "model.onnx", input_shape, profile)
+        return measure_onnx(path, input_shape, providers_for(profile, strict),
                             profile.runtime.threads, profile.measurement.warmup,
                             profile.measurement.repeats)
+
+
+def relative_spread(values: Sequence[float]) -> float:
+    """Standard deviation over median of repeated measurements (0 for fewer than 2)."""
+    if len(values) < 2:
+        return 0.0
+    median = statistics.median(values)
+    return float(statistics.stdev(values) / median) if median > 0 else 0.0
+
+
+def measure_interleaved(modules: Mapping[str, nn.Module], reference: nn.Module,
+                        input_shape: tuple[int, ...], profile, rounds: int = 4,
+                        repeats: int | None = None) -> dict[str, Any]:
+    """Times ``modules`` in alternating rounds with ``reference`` (ref, a, ref, b, ..., ref).
+
+    Each round runs every model's protocol (``repeats`` runs, default the profile's, after a
+    short warm-up) and keeps its statistic; a change of load between rounds shows in the
+    reference's rounds, and a model's ratio to the mean of its neighbouring reference rounds
+    cancels most of it.
+
+    Returns:
+        ``{"rounds": {name: [ms per round]}, "reference": [ms per round], "noise": relative
+        spread of the reference's rounds, "ratio": {name: median ratio to the reference}}``.
+    """
+    statistic = profile.measurement.statistic
+    repeats = repeats or profile.measurement.repeats
+    warmup = max(1, min(profile.measurement.warmup, 3))
+    providers = providers_for(profile)
+    with tempfile.TemporaryDirectory() as tmp:
+        sessions = {}
+        for name, module in {"__reference__": reference, **modules}.items():
+            path = export_student(module, Path(tmp) / f"m{len(sessions)}.onnx", input_shape,
+                                  profile)
+            session = onnx_session(path, providers=providers,
+                                   threads=profile.runtime.threads or None)
+            sessions[name] = (session, _feed(session, input_shape))
+            time_session(session, sessions[name][1], profile.measurement.warmup, 0)
+        per_round: dict[str, list[float]] = {name: [] for name in sessions}
+        ratios: dict[str, list[float]] = {name: [] for name in modules}
+
+        def run(name: str) -> float:
+            session, feed = sessions[name]
+            value = summarize(time_session(session, feed, warmup, repeats)).value(statistic)
+            per_round[name].append(value)
+            return value
+
+        for _ in range(rounds):
+            before = run("__reference__")
+            for name in modules:
+                value = run(name)
+                after = run("__reference__")
+                ratios[name].append(value / ((before + after) / 2))
+                before = after
+    reference_rounds = per_round.pop("__reference__")
+    return {"rounds": per_round, "reference": reference_rounds,
+            "noise": relative_spread(reference_rounds),
+            "ratio": {name: float(statistics.median(r)) for name, r in ratios.items()}}
+
+
+def noise_floor(module: nn.Module, input_shape: tuple[int, ...], profile, rounds: int = 8
+                ) -> dict[str, Any]:
+    """The machine's own noise: ``rounds`` measurements of one model with the profile's
+    protocol, and their spread (standard deviation over median)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export_student(module, Path(tmp) / "reference.onnx", input_shape, profile)
+        session = onnx_session(path, providers=providers_for(profile),
+                               threads=profile.runtime.threads or None)
+        feed = _feed(session, input_shape)
+        time_session(session, feed, profile.measurement.warmup, 0)
+        values = [summarize(time_session(session, feed, 1, profile.measurement.repeats))
+                  .value(profile.measurement.statistic) for _ in range(rounds)]
+    median = statistics.median(values)
+    return {"rounds_ms": [round(v, 5) for v in values], "median_ms": round(median, 5),
+            "spread": round(relative_spread(values), 5),
+            "max_deviation": round(max(abs(v / median - 1) for v in values), 5)}
 
 
 def student_input_shape(space: SupernetSpace, profile) -> tuple[int, int, int, int]:
@@ -115,91 +233,6 @@ def student_input_shape(space: SupernetSpace, profile) -> tuple[int, int, int, i
     without a teacher; a teacher's space may have another (its data's), which then wins.
     """
     return (profile.input.batch, space.in_channels, space.input_size, space.input_size)
-
-
-def machine_facts() -> dict[str, Any]:
-    """What a table was measured on."""
-    import onnxruntime as ort
-
-    return {"onnxruntime": ort.__version__, "torch": torch.__version__,
-            "machine": platform.machine(), "processor": platform.processor(),
-            "cpus": os.cpu_count(), "python": platform.python_version()}
-
-
-@dataclass
-class LatencyTable:
-    """Per-step latencies of a space on one device, plus the fitted end-to-end overhead."""
-
-    profile: str
-    space: str
-    space_options: dict[str, Any]
-    input_shape: tuple[int, ...]
-    statistic: str
-    entries: dict[str, float]
-    overhead_ms: float = 0.0
-    floor_ms: float = 0.0
-    providers: tuple[str, ...] = ()
-    machine: dict[str, Any] = field(default_factory=dict)
-    validation: dict[str, Any] = field(default_factory=dict)
-    format: str = TABLE_FORMAT
-
-    def parts(self, sample: Mapping[str, Any], unit_costs: UnitCosts) -> list[tuple[str, float]]:
-        """``(step key, ms)`` of every present unit of ``sample``'s student."""
-        parts = []
-        for step, cost in unit_costs.steps(sample):
-            if not cost.present:
-                continue
-            key = step.key()
-            if key not in self.entries:
-                raise ConfigError(f"latency table of {self.profile} has no entry {key}: it was "
-                                  f"built for another space or options; rebuild it")
-            parts.append((key, self.entries[key]))
-        return parts
-
-    def predict(self, sample: Mapping[str, Any], unit_costs: UnitCosts) -> float:
-        """Sum of the student's parts plus the overhead, in ms (never below the floor: the
-        measured cost of one call of a one-op model)."""
-        return self.finish(sum(ms for _, ms in self.parts(sample, unit_costs)))
-
-    def finish(self, parts_ms: float) -> float:
-        return max(parts_ms + self.overhead_ms, self.floor_ms)
-
-    def save(self, path: str | os.PathLike) -> Path:
-        data = to_plain(asdict(self))
-        return atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
-
-    @classmethod
-    def load(cls, path: str | os.PathLike, space: SupernetSpace | None = None,
-             profile: Any = None) -> "LatencyTable":
-        """Reads a table; with ``space``/``profile`` given, checks it was built for them."""
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"latency table {path} does not exist (build it on the device "
-                              f"with: gtn-nas profile --hw PROFILE)")
-        try:
-            data = json.loads(path.read_text())
-            data["input_shape"] = tuple(data["input_shape"])
-            data["providers"] = tuple(data.get("providers", ()))
-            table = cls(**data)
-        except (ValueError, TypeError, KeyError) as exc:
-            raise ConfigError(f"{path}: not a gtn-nas latency table ({exc})") from exc
-        if table.format != TABLE_FORMAT:
-            raise ConfigError(f"{path}: table format {table.format}, expected {TABLE_FORMAT}")
-        if space is not None and (table.space != space.spec or
-                                  table.space_options != to_plain(space.options)):
-            raise ConfigError(f"{path} was built for space {table.space} "
-                              f"{table.space_options}, not {space.spec} "
-                              f"{to_plain(space.options)}; rebuild it with gtn-nas profile")
-        if profile is not None:
-            if table.profile != profile.name:
-                raise ConfigError(f"{path} was built for profile {table.profile}, not "
-                                  f"{profile.name}")
-            if table.input_shape[0] != profile.input.batch or \
-                    table.statistic != profile.measurement.statistic:
-                raise ConfigError(f"{path} holds batch-{table.input_shape[0]} "
-                                  f"{table.statistic} latencies; the profile asks for batch "
-                                  f"{profile.input.batch}, {profile.measurement.statistic}")
-        return table
 
 
 def reachable_steps(space: SupernetSpace, unit_costs: UnitCosts) -> list:
@@ -219,74 +252,6 @@ def reachable_steps(space: SupernetSpace, unit_costs: UnitCosts) -> list:
                     steps.append(step)
         states = next_states
     return steps
-
-
-def build_latency_table(space: SupernetSpace, profile, *, seed: int = 0,
-                        overhead_students: int = 8, validation_students: int = 20,
-                        progress: Callable[[str, int, int], None] | None = None
-                        ) -> LatencyTable:
-    """Measures every reachable step on this machine, fits the overhead, validates.
-
-    Args:
-        space: The search space.
-        profile: The device profile (its runtime and measurement protocol are used).
-        seed: Seeds the whole students used for the overhead fit and the validation.
-        overhead_students: Random whole students measured to fit the overhead.
-        validation_students: Held-out random students for MAPE and share within +-10%.
-        progress: ``progress(phase, done, total)`` callback.
-    """
-    shape = student_input_shape(space, profile)
-    batch = shape[0]
-    unit_costs = UnitCosts(space)
-    steps = reachable_steps(space, unit_costs)
-    entries: dict[str, float] = {}
-    statistic = profile.measurement.statistic
-    providers = _providers(profile, strict=True)
-    floor = measure_module(nn.ReLU(), shape, profile).value(statistic)
-    for i, step in enumerate(steps):
-        step_shape = (batch, step.in_channels, step.in_size, step.in_size)
-        stats = measure_module(unit_costs.module(step).eval(), step_shape, profile)
-        entries[step.key()] = stats.value(statistic)
-        if progress:
-            progress("steps", i + 1, len(steps))
-    table = LatencyTable(profile.name, space.spec, to_plain(space.options), shape, statistic,
-                         entries, 0.0, floor, tuple(providers), machine_facts())
-    # Overhead: measured whole students minus the sum of their parts (median).
-    residuals = []
-    for i in range(overhead_students):
-        sample = space.sample(seed * 100_003 + i)
-        measured = measure_module(space.freeze(sample, seed=0).eval(), shape,
-                                  profile).value(statistic)
-        residuals.append(measured - table.predict(sample, unit_costs))
-        if progress:
-            progress("overhead", i + 1, overhead_students)
-    table.overhead_ms = float(statistics.median(residuals)) if residuals else 0.0
-    table.validation = validate_table(table, space, profile, seed=seed + 1,
-                                      students=validation_students, unit_costs=unit_costs,
-                                      progress=progress)
-    return table
-
-
-def validate_table(table: LatencyTable, space: SupernetSpace, profile, *, seed: int,
-                   students: int, unit_costs: UnitCosts | None = None,
-                   progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
-    """Predicted vs measured on ``students`` random students: MAPE and share within +-10%."""
-    unit_costs = unit_costs or UnitCosts(space)
-    shape = student_input_shape(space, profile)
-    errors, rows = [], []
-    for i in range(students):
-        sample = space.sample(seed * 100_003 + 50_000 + i)
-        predicted = table.predict(sample, unit_costs)
-        measured = measure_module(space.freeze(sample, seed=0).eval(), shape,
-                                  profile).value(table.statistic)
-        errors.append(abs(predicted - measured) / measured)
-        rows.append({"predicted_ms": round(predicted, 4), "measured_ms": round(measured, 4)})
-        if progress:
-            progress("validation", i + 1, students)
-    if not errors:
-        return {}
-    return {"students": students, "mape": float(np.mean(errors)),
-            "within_10pct": float(np.mean([e <= 0.10 for e in errors])), "rows": rows}
 
 
 def estimate_latency_ms(student: nn.Module, example_input: torch.Tensor, profile) -> float:
@@ -330,26 +295,6 @@ def estimate_latency_ms(student: nn.Module, example_input: torch.Tensor, profile
 
 
 # ----------------------------------------------------------------------------- latency models
-class TableLatency:
-    """Latency from a device's lookup table (source ``table``): the sum of the student's steps
-    plus the fitted overhead, never below the table's floor (one call of a one-op model)."""
-
-    source = "table"
-
-    def __init__(self, table: LatencyTable, unit_costs: UnitCosts) -> None:
-        self.table, self.unit_costs = table, unit_costs
-
-    def __call__(self, sample: Mapping[str, Any]) -> float:
-        return self.table.predict(sample, self.unit_costs)
-
-    def step_ms(self, step) -> float:
-        return self.table.entries.get(step.key(), float("inf"))
-
-    def finish(self, parts_ms: float) -> float:
-        """A sum of parts turned into a prediction (overhead and floor applied)."""
-        return self.table.finish(parts_ms)
-
-
 class EstimatedLatency:
     """Roofline estimate from the profile's device facts (source ``estimated``).
 
@@ -379,21 +324,106 @@ class EstimatedLatency:
         return parts_ms
 
 
-def latency_model(space: SupernetSpace, profile, unit_costs: UnitCosts,
-                  table_path: str | os.PathLike | None = None):
-    """The table (``table_path``, else the profile's, checked against both) when it exists,
-    else the roofline estimate; None when no tier has a latency budget and there is no table."""
-    import logging
+class MeasuredLatency:
+    """Latency measured here with ONNX Runtime, once per canonical sample (source
+    ``measured``): export, the profile's providers, threads and protocol.
 
+    For a machine without a matching table, and for inputs so small (8x8 digits) that fixed
+    per-call costs dominate and a table cannot resolve them. Each new student costs an export
+    and the protocol's runs (tens of ms at 8x8, about a second at 32x32 width 1).
+    """
+
+    source = "measured"
+
+    def __init__(self, space: SupernetSpace, profile, unit_costs: UnitCosts | None = None
+                 ) -> None:
+        providers_for(profile, strict=True)
+        self.space, self.profile = space, profile
+        self.shape = student_input_shape(space, profile)
+        self.cache: dict[tuple, float] = {}
+
+    def __call__(self, sample: Mapping[str, Any]) -> float:
+        canonical = self.space.validate(sample)
+        key = tuple(canonical.items())
+        if key not in self.cache:
+            student = self.space.freeze(canonical, seed=0).eval()
+            stats = measure_module(student, self.shape, self.profile)
+            self.cache[key] = stats.value(self.profile.measurement.statistic)
+        return self.cache[key]
+
+
+def _rebuild_hint(profile, space: SupernetSpace) -> str:
+    options = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in space.options.items())
+    source = profile.source or profile.name
+    return f"gtn-nas profile --hw {source} --space {space.spec} {options}".rstrip()
+
+
+def latency_model(space: SupernetSpace, profile, unit_costs: UnitCosts,
+                  table_path: str | os.PathLike | None = None, mode: str = "auto",
+                  max_table_mape: float = 0.15):
+    """The latency model a search uses for ``profile``.
+
+    Args:
+        space: The space (its input size and options must match a table's).
+        profile: The device profile.
+        unit_costs: The space's per-unit costs.
+        table_path: A table file (default: the profile's ``latency_table``).
+        mode: ``table`` (a matching table or an error), ``measure`` (ONNX Runtime here, per
+            candidate), ``estimate`` (roofline), or ``auto``: a table that matches the space,
+            profile and (for a profile that runs here) this machine, and whose validation
+            MAPE is at most ``max_table_mape``; else measurement when the profile runs here;
+            else the estimate. A table named by ``table_path`` must match.
+        max_table_mape: In ``auto`` mode, a table validated worse than this is not used when
+            the profile runs here (small inputs a table cannot resolve).
+
+    Returns:
+        A callable ``sample -> ms`` with a ``source`` attribute, or None in ``auto`` mode when
+        no tier has a latency budget and there is no usable table (nothing is measured then).
+    """
+    from gtn_nas.latency_predictor import LatencyTable, TableLatency
+
+    if mode not in MODES:
+        raise ConfigError(f"unknown latency mode '{mode}'; modes: {', '.join(MODES)}")
+    if mode == "estimate":
+        return EstimatedLatency(space, profile, unit_costs)
+    if mode == "measure":
+        return MeasuredLatency(space, profile, unit_costs)
     path = Path(table_path) if table_path is not None else profile.latency_table_path()
     if path is not None and path.is_dir():
         raise ConfigError(f"latency table {path} is a directory, not a file")
-    if table_path is not None or (path is not None and path.is_file()):
+    if mode == "table" or table_path is not None:
+        if path is None:
+            raise ConfigError(f"profile {profile.name} names no latency_table; build one with: "
+                              f"{_rebuild_hint(profile, space)} --out FILE")
         return TableLatency(LatencyTable.load(path, space, profile), unit_costs)
-    if not any("latency_ms" in b.limits() for b in profile.budgets.values()):
+    runs_here = profile.device.runs_here
+    wanted = any("latency_ms" in b.limits() for b in profile.budgets.values())
+    if path is not None and path.is_file():
+        try:
+            table = LatencyTable.load(path, space, profile)
+        except ConfigError as exc:
+            if not runs_here:
+                raise
+            reason = str(exc)
+        else:
+            mape = table.validation.get("mape")
+            if not (runs_here and mape is not None and mape > max_table_mape):
+                return TableLatency(table, unit_costs)
+            reason = (f"latency table {path} validated at MAPE {mape * 100:.1f}% "
+                      f"(> {max_table_mape * 100:.0f}%) for these students")
+        if not wanted:
+            _log.warning("%s; no tier has a latency budget, so latency is left out", reason)
+            return None
+        _log.warning("%s; measuring candidates directly instead", reason)
+        return MeasuredLatency(space, profile, unit_costs)
+    if not wanted:
         return None
-    where = "this machine" if profile.device.runs_here else "the device"
-    logging.getLogger(__name__).warning(
-        "profile %s has no latency table; latencies are ESTIMATED from its device facts "
-        "(build a table on %s: gtn-nas profile --hw ...)", profile.name, where)
+    if runs_here:
+        _log.warning("profile %s has no latency table here; measuring every candidate with "
+                     "ONNX Runtime (slow; build a table with: %s)", profile.name,
+                     _rebuild_hint(profile, space))
+        return MeasuredLatency(space, profile, unit_costs)
+    _log.warning("profile %s has no latency table; latencies are ESTIMATED from its device "
+                 "facts (build a table on the device: %s)", profile.name,
+                 _rebuild_hint(profile, space))
     return EstimatedLatency(space, profile, unit_costs)

@@ -282,13 +282,17 @@ def search_stage(config: RunConfig, run_dir: Path, teacher_path: Path) -> dict[s
     for profile in profiles:
         wanted = (space.in_channels, space.input_size, space.input_size)
         budgets = profile.budgets
-        mode = config.search.budgets
-        if mode == "auto" and tuple(profile.input.shape) != wanted:
+        if config.search.budgets == "auto" and tuple(profile.input.shape) != wanted:
             budgets = auto_budgets(space, config.seed)
         profile = dataclasses.replace(profile, budgets=budgets)
+        mode = config.search.latency
+        if mode == "auto":  # every pick gets a latency: measured here, else table or estimate
+            mode = "measure" if profile.device.runs_here else (
+                "auto" if profile.latency_table_path() and profile.latency_table_path().is_file()
+                else "estimate")
         result = run_search(space, profile, strategy=config.search.strategy,
                             budget_evals=config.search.budget_evals, seed=config.seed,
-                            scorer=scorer, scored_by=scored_by)
+                            scorer=scorer, scored_by=scored_by, latency_mode=mode)
         result.notes.extend(score_notes + distinct_picks(result))
         folder = run_dir / "search" / profile.name
         paths = save_search(result, folder, space, profile)

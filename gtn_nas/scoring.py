@@ -431,3 +431,37 @@ def search_scorer(kind: str, space: SupernetSpace | None, *, teacher_path=None,
     if note:
         notes.append(note)
     return scorer, notes
+
+
+def teacher_run_space_and_data(teacher_path, space_override: str | None = None):
+    """The search space of a GTN run's branches and the run's data splits (non-augmented),
+    from its ``teacher.pt``, ``branches.pt`` and ``config.yaml``: what a search scored by a
+    proxy needs from a teacher run, without loading the branches. Plugin-file spaces are built
+    only when ``space_override`` names the same file."""
+    from pathlib import Path
+
+    from gtn_nas.config import load_config
+    from gtn_nas.data import load_dataset
+    from gtn_nas.fileio import load_checkpoint
+    from gtn_nas.plugins import build_space, is_file_spec
+    from gtn_nas.train_teacher import TeacherRunConfig
+
+    run_dir = Path(teacher_path).parent
+    branches_path = run_dir / "branches.pt"
+    if not branches_path.is_file():
+        raise ConfigError(f"--teacher {teacher_path}: no branches.pt beside it (a GTN run of "
+                          f"train-teacher --method gtn or gtn-nas run is needed)")
+    payload = load_checkpoint(branches_path, BRANCHES_FORMAT, "GTN branches file")
+    spec, options = payload.get("space"), payload.get("options")
+    if not isinstance(spec, str) or not isinstance(options, dict):
+        raise ConfigError(f"{branches_path}: damaged GTN branches file")
+    if is_file_spec(spec) and space_override != spec:
+        raise ConfigError(f"{branches_path} uses the plugin file {spec}; pass --space {spec} "
+                          f"to trust it")
+    if space_override is not None and space_override != spec and not is_file_spec(spec):
+        raise ConfigError(f"--space {space_override} does not match the teacher's space {spec}")
+    run = load_config(TeacherRunConfig, run_dir / "config.yaml").resolved()
+    splits = load_dataset(run.data, root=run.data_root, image_size=run.image_size,
+                          seed=run.train.seed, limit=run.limit, augment=False,
+                          **run.data_options)
+    return build_space(spec, **options), splits

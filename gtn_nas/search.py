@@ -4,9 +4,12 @@ Candidates are scored by :mod:`gtn_nas.scoring`: through a GTN teacher's grafted
 without a teacher, by a capacity proxy.
 
 Costs: parameters and FLOPs from :class:`gtn_nas.costs.UnitCosts` (exact, fvcore); latency from
-the profile's lookup table (``table``), else the roofline estimate (``estimated``). For a
-profile that runs here, the picks are re-measured with ONNX Runtime (``measured``) and a pick
-over its latency budget is replaced by the next best.
+:func:`gtn_nas.latency.latency_model` (the device's ``table``, direct ONNX Runtime
+``measured``, or the roofline ``estimated``). For a profile that runs here, the picks are
+re-measured interleaved with a reference model (:mod:`gtn_nas.search_remeasure`); picks come
+from the latency model, so a seeded search gives the same picks whenever the table is the
+same, and re-measurement replaces a pick only when the machine is quiet enough to trust it.
+:func:`run_multi_search` searches several devices at once, scoring each student once.
 
 Strategies come from NNI and run in-process: ``evolution`` (NNI's RegularizedEvolution) and
 ``random`` (NNI's Random), one run per tier with a constraint-aware fitness (a feasible
@@ -29,8 +32,8 @@ from typing import Any, Callable, Mapping
 
 
 from gtn_nas.costs import UnitCosts
-from gtn_nas.latency import latency_model
 from gtn_nas.errors import ConfigError, InfeasibleBudgetError
+from gtn_nas.latency import latency_model
 from gtn_nas.scoring import proxy_score
 from gtn_nas.space import Sample, SupernetSpace
 
@@ -143,6 +146,8 @@ class SearchResult:
     scored_by: str
     notes: list[str] = field(default_factory=list)
     latency_validation: dict[str, Any] = field(default_factory=dict)
+    remeasurement: dict[str, Any] = field(default_factory=dict)
+    profile: str = ""
 
 
 def pareto_front(candidates: list[Candidate], cost: str = "latency_ms") -> list[Candidate]:
@@ -161,6 +166,7 @@ def run_search(space: SupernetSpace, profile, *, strategy: str = "evolution",
                budget_evals: int = 600, seed: int = 0,
                scorer: Callable[[Sample], float] | None = None, scored_by: str = "proxy",
                remeasure: bool | None = None, latency_table: str | None = None,
+               latency_mode: str = "auto", latency=None,
                progress: Callable[[int, int], None] | None = None) -> SearchResult:
     """Searches ``space`` for the best student of each of the profile's tiers.
 
@@ -172,9 +178,13 @@ def run_search(space: SupernetSpace, profile, *, strategy: str = "evolution",
         seed: Seeds the strategies.
         scorer: Sample -> score (default: the capacity proxy).
         scored_by: How the score was made (for the report).
+        remeasure: Re-measure the picks with ONNX Runtime, interleaved with a reference
+            model (default: when the profile runs here and latency is not already measured).
+            A busy machine never fails the search: the latency model's picks are kept.
         latency_table: A table file to use instead of the profile's.
-        remeasure: Re-measure the picks with ONNX Runtime (default: when the profile runs here);
-            a pick over its latency budget is replaced by the next best.
+        latency_mode: ``auto``, ``table``, ``measure`` or ``estimate``
+            (see :func:`gtn_nas.latency.latency_model`).
+        latency: A latency model to use as it is (overrides the two above).
         progress: ``progress(done, total)`` callback.
 
     Raises:
@@ -189,7 +199,8 @@ def run_search(space: SupernetSpace, profile, *, strategy: str = "evolution",
         raise ConfigError(f"--budget-evals {budget_evals} is too small: at least "
                           f"{2 * len(tiers)} ({len(tiers)} tiers)")
     unit_costs = UnitCosts(space)
-    latency = latency_model(space, profile, unit_costs, latency_table)
+    if latency is None:
+        latency = latency_model(space, profile, unit_costs, latency_table, latency_mode)
     evaluator = Evaluator(space, unit_costs, latency, scorer)
     budgets = {tier: profile.budgets[tier].limits() for tier in tiers}
     check_feasible(space, budgets, unit_costs, latency)
@@ -210,49 +221,72 @@ def run_search(space: SupernetSpace, profile, *, strategy: str = "evolution",
         _nni_search(space, evaluate, strategy, evals, seed + 7919 * index)
 
     candidates = list(evaluator.seen.values())
-    remeasure = profile.device.runs_here if remeasure is None else remeasure
-    picks, notes = {}, []
+    source = latency.source if latency else "none"
+    if remeasure is None:
+        remeasure = bool(profile.device.runs_here) and source != "measured"
+    picks, ranked = {}, {}
     for tier in tiers:
         # Best score first; among equal scores the cheaper student (a teacher's branch cannot
-        # tell block-1 choices apart, so ties are real).
+        # tell block-1 choices apart, so ties are real); then the sample itself, so the order
+        # never depends on the order of evaluation.
         feasible = sorted((c for c in candidates if c.violation(budgets[tier]) == 0),
-                          key=lambda c: (-c.score, c.latency_ms or 0.0, c.mflops))
+                          key=lambda c: (-c.score, c.latency_ms or 0.0, c.mflops,
+                                         repr(sorted(c.sample.items()))))
         if not feasible:
             raise InfeasibleBudgetError(
                 f"tier {tier}: none of the {len(candidates)} evaluated students meets "
                 f"{describe_limits(budgets[tier])}; raise --budget-evals or loosen the budget")
-        pick = feasible[0]
-        if remeasure:
-            pick, note = _remeasured_pick(space, profile, feasible, budgets[tier], tier)
-            if note:
-                notes.append(note)
-        picks[tier] = pick
+        picks[tier], ranked[tier] = feasible[0], feasible
+    notes: list[str] = []
+    check: dict[str, Any] = {}
+    if remeasure:
+        from gtn_nas.search_remeasure import remeasure_picks
+
+        picks, notes, check = remeasure_picks(space, profile, picks, ranked, budgets, latency)
     validation = getattr(getattr(latency, "table", None), "validation", {}) or {}
-    return SearchResult(candidates, picks, budgets, latency.source if latency else "none",
-                        scored_by, notes,
-                        {k: v for k, v in validation.items() if k in ("students", "mape",
-                                                                      "within_10pct")})
+    return SearchResult(candidates, picks, budgets, source, scored_by, notes,
+                        {k: v for k, v in validation.items()
+                         if k in ("students", "mape", "rmspe", "within_5pct", "within_10pct",
+                                  "noise_floor")}, check, profile.name)
 
 
-def _remeasured_pick(space, profile, feasible: list[Candidate], limits, tier: str,
-                     tries: int = 20) -> tuple[Candidate, str | None]:
-    from gtn_nas.latency import measure_module, student_input_shape
+class _MemoScorer:
+    """One score per canonical sample, shared by the searches of several devices."""
 
-    shape = student_input_shape(space, profile)
-    for rank, candidate in enumerate(feasible[:tries]):
-        stats = measure_module(space.freeze(candidate.sample, seed=0).eval(), shape, profile)
-        candidate.measured = {"median_ms": round(stats.median_ms, 5),
-                              "p90_ms": round(stats.p90_ms, 5), "spread": round(stats.spread, 4)}
-        value = stats.value(profile.measurement.statistic)
-        if value <= limits.get("latency_ms", float("inf")):
-            note = None if rank == 0 else (
-                f"tier {tier}: {rank} better-scored pick(s) measured over "
-                f"{limits['latency_ms']} ms and were replaced")
-            return candidate, note
-    raise InfeasibleBudgetError(f"tier {tier}: the {min(tries, len(feasible))} best candidates "
-                                f"all measured over "
-                                f"{limits.get('latency_ms')} ms on this machine; the latency "
-                                f"table may be stale (rebuild it with gtn-nas profile)")
+    def __init__(self, scorer: Callable[[Sample], float]) -> None:
+        self.scorer, self.cache = scorer, {}
+
+    def __call__(self, sample: Sample) -> float:
+        key = tuple(sample.items())
+        if key not in self.cache:
+            self.cache[key] = self.scorer(sample)
+        return self.cache[key]
+
+
+def run_multi_search(space: SupernetSpace, profiles: list, *,
+                     latency_tables: Mapping[str, str] | None = None,
+                     scorer: Callable[[Sample], float] | None = None,
+                     **kwargs: Any) -> dict[str, SearchResult]:
+    """:func:`run_search` for each profile, scoring each student once across devices.
+
+    Args:
+        space: The search space.
+        profiles: Device profiles (distinct names).
+        latency_tables: Profile name -> table file, for those not using their own.
+        scorer: As in :func:`run_search` (memoised across the devices).
+        **kwargs: The other :func:`run_search` arguments, the same for every device.
+
+    Returns:
+        Profile name -> its :class:`SearchResult`, in the order given.
+    """
+    names = [p.name for p in profiles]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigError(f"--hw: profile {duplicates[0]} is given twice; each device once")
+    shared = _MemoScorer(scorer) if scorer is not None else None
+    tables = dict(latency_tables or {})
+    return {p.name: run_search(space, p, scorer=shared, latency_table=tables.get(p.name),
+                               **kwargs) for p in profiles}
 
 
 def describe_limits(limits: Mapping[str, float]) -> str:
@@ -264,13 +298,14 @@ def minimal_costs(space: SupernetSpace, unit_costs: UnitCosts,
     """The smallest reachable params (M), MFLOPs and latency over the whole space.
 
     Costs are sums over unit steps, so a pass over the units keeping the cheapest way to reach
-    each input shape gives the exact minimum (one per metric).
+    each input shape gives the exact minimum (one per metric). A table's latency minimum is a
+    lower bound (its correction is not a sum); a measured latency has no minimum here.
     """
     from gtn_nas.latency import reachable_steps
 
     steps = reachable_steps(space, unit_costs)
     metrics = {"params_m": lambda s, c: c.params / 1e6, "mflops": lambda s, c: c.flops / 1e6}
-    if latency is not None:
+    if latency is not None and hasattr(latency, "step_ms"):
         metrics["latency_ms"] = lambda s, c: latency.step_ms(s)
     minima = {}
     for metric, cost_of in metrics.items():
@@ -289,7 +324,7 @@ def minimal_costs(space: SupernetSpace, unit_costs: UnitCosts,
                     nxt[(channels, size)] = min(nxt.get((channels, size), math.inf), so_far)
             best = nxt
         minima[metric] = min(best.values())
-    if latency is not None:
+    if "latency_ms" in minima:
         minima["latency_ms"] = latency.finish(minima["latency_ms"])
     return minima
 

@@ -54,13 +54,28 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 
 def _search_space(args: argparse.Namespace, profile):
-    from gtn_nas.scoring import load_branch_scorer
+    """The space, its scorer (``--score``, with the at-chance rule) and what it is called."""
+    from gtn_nas.scoring import search_scorer, teacher_run_space_and_data
 
+    data = None
     if args.teacher:
-        space, scorer = load_branch_scorer(args.teacher, args.space)
-        return space, scorer, f"GTN branch-1 validation accuracy ({args.teacher})"
-    return space_for_profile(args, profile), None, \
-        "capacity proxy log10(params) + log10(FLOPs)"
+        space, data = teacher_run_space_and_data(args.teacher, args.space)
+    else:
+        space = space_for_profile(args, profile)
+        if args.data:
+            from gtn_nas.data import load_dataset
+
+            data = load_dataset(args.data, root=args.data_root, image_size=space.input_size,
+                                augment=False, seed=args.seed)
+    if args.score == "branch" and not args.teacher:
+        from gtn_nas.errors import ConfigError
+
+        raise ConfigError("--score branch scores paths through a GTN teacher: give --teacher")
+    scorer, notes = search_scorer(args.score, space, teacher_path=args.teacher,
+                                  space_override=args.space, data=data, seed=args.seed)
+    for note in notes:
+        log.warning("%s", note)
+    return space, scorer, scorer.description, notes
 
 
 def _print_picks(result, paths, prefix: str = "  ") -> None:
@@ -88,7 +103,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.latency_table and len(profiles) > 1:
         raise ConfigError("--latency-table names one device's table; with several --hw, set "
                           "each profile's latency_table instead")
-    space, scorer, scored_by = _search_space(args, profiles[0])
+    space, scorer, scored_by, score_notes = _search_space(args, profiles[0])
     actual = (space.in_channels, space.input_size, space.input_size)
     for profile in profiles:
         if tuple(profile.input.shape) != actual:
@@ -101,6 +116,8 @@ def cmd_search(args: argparse.Namespace) -> int:
                                seed=args.seed, scorer=scorer, scored_by=scored_by,
                                latency_mode=args.latency_mode,
                                progress=progress_bar("search"))
+    for result in results.values():
+        result.notes[:0] = score_notes
     names = "+".join(p.name for p in profiles)
     path = args.out or f"runs/search-{names}"
     if len(profiles) == 1:
@@ -151,7 +168,16 @@ def register(commands) -> None:
                         help="hardware profile: a name or a YAML file; repeat for several "
                              "devices (each gets <out>/<profile name>/)")
     add_space_arguments(search)
-    search.add_argument("--teacher", help="teacher.pt of a GTN run: score paths through it")
+    search.add_argument("--teacher", help="teacher.pt of a GTN run: its space and data (and "
+                                          "its branches for --score branch)")
+    search.add_argument("--score", default="auto",
+                        choices=("auto", "branch", "params", "flops", "synflow", "naswot"),
+                        help="how candidates are ranked; auto (default): naswot on training "
+                             "images (the teacher run's, or --data), else flops; branch: the "
+                             "GTN teacher's branch accuracy, replaced by a proxy when at chance")
+    search.add_argument("--data", help="dataset whose training images feed naswot "
+                                       "(without --teacher)")
+    search.add_argument("--data-root", help="dataset folder")
     search.add_argument("--strategy", default="evolution", help="evolution (default) or random")
     search.add_argument("--latency-table", help="latency table file (default: the profile's)")
     search.add_argument("--latency-mode", default="auto",
