@@ -394,14 +394,11 @@ def describe_metrics(metrics: Mapping[str, Any]) -> str:
 
 def plot_validation(table: LatencyTable, path: str | Path) -> Path:
     """Predicted vs measured (log-log) of the fit and validation students, with +-10% lines."""
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from gtn_nas.fileio import atomic_write_bytes
 
     fig, ax = plt.subplots(figsize=(5.5, 5))
     everything = []
@@ -433,9 +430,7 @@ def plot_validation(table: LatencyTable, path: str | Path) -> Path:
     ax.set_ylabel("predicted (ms)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    return atomic_write_bytes(path, buffer.getvalue())
+    from gtn_nas.report import save_figure
+
+    return save_figure(fig, path)
 

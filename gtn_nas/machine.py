@@ -88,8 +88,9 @@ def machine_mismatches(table: Mapping[str, Any], here: Mapping[str, Any]) -> lis
     """How ``table``'s machine differs from ``here`` in what decides speed (empty: same).
 
     Example:
-        >>> machine_mismatches({"cpu_model": "A", "isa": ["avx2"]},
-        ...                    {"cpu_model": "B", "isa": ["avx2", "avx512f"]})
+        >>> machine_mismatches({"cpu_model": "A", "isa": ["avx2"], "onnxruntime": "1.31.1"},
+        ...                    {"cpu_model": "B", "isa": ["avx2", "avx512f"],
+        ...                     "onnxruntime": "1.31.1"})
         ["cpu 'A' vs 'B' here", 'instruction sets: avx512f only here']
     """
     problems = []

@@ -247,35 +247,14 @@ def load_branch_scorer(teacher_path, space_override: str | None = None, *,
     (:class:`CombinedBranchScorer`), ``full`` or 1, 2, 3. Plugin-file spaces are built only
     when ``space_override`` names the same file. Returns ``(space, scorer)``.
     """
-    from pathlib import Path
-
-    from gtn_nas.config import load_config
-    from gtn_nas.data import load_dataset
-    from gtn_nas.fileio import load_checkpoint
     from gtn_nas.methods.grafting import GraftedBranches
-    from gtn_nas.plugins import build_space, is_file_spec
     from gtn_nas.teachers import load_teacher
-    from gtn_nas.train_teacher import TeacherRunConfig
 
-    teacher_path = Path(teacher_path)
-    run_dir = teacher_path.parent
-    branches_path = run_dir / "branches.pt"
-    if not branches_path.is_file():
-        raise ConfigError(f"--teacher {teacher_path}: no branches.pt beside it; scoring paths "
-                          f"needs a GTN run (train-teacher --method gtn)")
     if recalibration_batches < 0:
         raise ConfigError(f"recalibration_batches must be >= 0, got {recalibration_batches}")
+    branches_path, payload, space, splits = _gtn_run(teacher_path, space_override)
+    state = payload["state_dict"]
     teacher, _ = load_teacher(teacher_path)
-    payload = load_checkpoint(branches_path, BRANCHES_FORMAT, "GTN branches file")
-    spec, options, state = payload.get("space"), payload.get("options"), payload.get("state_dict")
-    if not isinstance(spec, str) or not isinstance(options, dict) or not isinstance(state, dict):
-        raise ConfigError(f"{branches_path}: damaged GTN branches file")
-    if is_file_spec(spec) and space_override != spec:
-        raise ConfigError(f"{branches_path} uses the plugin file {spec}; pass --space {spec} "
-                          f"to trust it")
-    if space_override is not None and space_override != spec and not is_file_spec(spec):
-        raise ConfigError(f"--space {space_override} does not match the teacher's space {spec}")
-    space = build_space(spec, **options)
     full = any(str(k).startswith("full.") for k in state)
     branches = GraftedBranches.for_supernet(teacher, space, space.input_size, full_branch=full)
     try:
@@ -283,10 +262,6 @@ def load_branch_scorer(teacher_path, space_override: str | None = None, *,
     except RuntimeError as exc:
         raise ConfigError(f"{branches_path} does not match its teacher: "
                           f"{str(exc).splitlines()[0]}") from exc
-    run = load_config(TeacherRunConfig, run_dir / "config.yaml").resolved()
-    splits = load_dataset(run.data, root=run.data_root, image_size=run.image_size,
-                          seed=run.train.seed, limit=run.limit, augment=False,
-                          **run.data_options)
     count = len(splits.val) if images is None else min(images, len(splits.val))
     val_images = torch.stack([splits.val[i][0] for i in range(count)])
     labels = torch.tensor([int(splits.val[i][1]) for i in range(count)])
@@ -438,6 +413,17 @@ def teacher_run_space_and_data(teacher_path, space_override: str | None = None):
     from its ``teacher.pt``, ``branches.pt`` and ``config.yaml``: what a search scored by a
     proxy needs from a teacher run, without loading the branches. Plugin-file spaces are built
     only when ``space_override`` names the same file."""
+    _, _, space, splits = _gtn_run(teacher_path, space_override)
+    return space, splits
+
+
+def _gtn_run(teacher_path, space_override: str | None):
+    """``(branches.pt path, its payload, the space it names, the run's non-augmented splits)``.
+
+    Raises:
+        ConfigError: no or a damaged ``branches.pt``, an untrusted plugin file, a ``--space``
+            that is not the run's.
+    """
     from pathlib import Path
 
     from gtn_nas.config import load_config
@@ -449,11 +435,12 @@ def teacher_run_space_and_data(teacher_path, space_override: str | None = None):
     run_dir = Path(teacher_path).parent
     branches_path = run_dir / "branches.pt"
     if not branches_path.is_file():
-        raise ConfigError(f"--teacher {teacher_path}: no branches.pt beside it (a GTN run of "
-                          f"train-teacher --method gtn or gtn-nas run is needed)")
+        raise ConfigError(f"--teacher {teacher_path}: no branches.pt beside it; scoring paths "
+                          f"needs a GTN run (train-teacher --method gtn)")
     payload = load_checkpoint(branches_path, BRANCHES_FORMAT, "GTN branches file")
     spec, options = payload.get("space"), payload.get("options")
-    if not isinstance(spec, str) or not isinstance(options, dict):
+    if not isinstance(spec, str) or not isinstance(options, dict) or not isinstance(
+            payload.get("state_dict"), dict):
         raise ConfigError(f"{branches_path}: damaged GTN branches file")
     if is_file_spec(spec) and space_override != spec:
         raise ConfigError(f"{branches_path} uses the plugin file {spec}; pass --space {spec} "
@@ -464,4 +451,4 @@ def teacher_run_space_and_data(teacher_path, space_override: str | None = None):
     splits = load_dataset(run.data, root=run.data_root, image_size=run.image_size,
                           seed=run.train.seed, limit=run.limit, augment=False,
                           **run.data_options)
-    return build_space(spec, **options), splits
+    return branches_path, payload, build_space(spec, **options), splits

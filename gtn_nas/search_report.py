@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
-from gtn_nas.fileio import atomic_write_bytes, atomic_write_text
+from gtn_nas.fileio import atomic_write_text
 from gtn_nas.report import markdown_table
 
 
@@ -52,11 +52,9 @@ def plot_pareto(candidates, front, picks, budgets, path: str | Path, cost: str =
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    return atomic_write_bytes(path, buffer.getvalue())
+    from gtn_nas.report import save_figure
+
+    return save_figure(fig, path)
 
 
 def _latency_label(source: str) -> str:

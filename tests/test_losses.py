@@ -376,7 +376,7 @@ def test_soft_cross_entropy_by_hand_smoothing_and_detach():
     z = sum(math.exp(v) for v in (1.0, 2.0, 0.0))
     log_q = [v - math.log(z) for v in (1.0, 2.0, 0.0)]
     plain = -sum(p * lq for p, lq in zip((0.2, 0.5, 0.3), log_q))
-    assert float(soft_cross_entropy(logits, target)) == pytest.approx(plain, rel=1e-12)
+    assert soft_cross_entropy(logits, target).item() == pytest.approx(plain, rel=1e-12)
     eps = 0.1
     smoothed = (1 - eps) * plain + eps * -sum(log_q) / 3
     loss = soft_cross_entropy(logits, target, eps)
