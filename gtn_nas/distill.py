@@ -37,7 +37,6 @@ Example:
 
 from __future__ import annotations
 
-import copy
 import inspect
 from typing import Any, Callable, Literal, Mapping, Sequence
 
@@ -353,8 +352,7 @@ def build_distiller(method: str, student: nn.Module, teacher: nn.Module | None,
 def copy_student_state(distiller: nn.Module) -> dict[str, torch.Tensor]:
     """A detached copy of the exported student's ``state_dict`` (for the best-on-validation
     weights kept inside the training checkpoint)."""
-    student = distiller.export_student()
-    return {k: v.detach().clone() for k, v in copy.deepcopy(student).state_dict().items()}
+    return {k: v.detach().clone() for k, v in distiller.export_student().state_dict().items()}
 
 
 def _check_positive(name: str, value: float) -> None:

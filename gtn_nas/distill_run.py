@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from gtn_nas.config import read_yaml, to_plain
 from gtn_nas.data import DataSplits, load_dataset
-from gtn_nas.distill import DISTILLERS, build_distiller
+from gtn_nas.distill import DISTILLERS, build_distiller, copy_student_state
 from gtn_nas.engine import TrainConfig, fit
 from gtn_nas.errors import ConfigError
 from gtn_nas.fileio import atomic_write_text, remove_stale_temporaries
@@ -269,8 +269,7 @@ class TrackedDistiller(nn.Module):
         acc = record.get("val/acc")
         if acc is not None and (self.best_acc is None or acc > self.best_acc):
             self.best_acc, self.best_epoch = float(acc), int(record["epoch"])
-            student = copy.deepcopy(self.export_student())
-            self.best_state = {k: v.detach().clone() for k, v in student.state_dict().items()}
+            self.best_state = copy_student_state(self.method)
         record["best_epoch"] = self.best_epoch
 
     def get_extra_state(self) -> dict[str, Any]:
