@@ -15,8 +15,9 @@ space (the units come from the space's contract, the kernels from ONNX Runtime's
 4. **Adaptive sampling**: ``adaptive_rounds`` times, the students with the largest
    out-of-fold error get neighbours (one unit changed), which are measured and added.
 5. **Validation** on held-out random students: MAPE, RMSPE, share within +-5% and +-10%, the
-   worst case, students under 1 ms apart (:func:`error_metrics`); :func:`plot_validation`
-   draws predicted vs measured.
+   worst case, students under 1 ms apart (:func:`error_metrics`); then the same students
+   measured again (the device's pass-to-pass repeat, the floor a predictor is read against);
+   :func:`plot_validation` draws predicted vs measured.
 
 Example:
     >>> table = build_latency_table(space, load_profile("host_cpu"))   # doctest: +SKIP
@@ -339,6 +340,8 @@ def build_latency_table(space: SupernetSpace, profile, *, seed: int = 0,
     table.validation = validate_table(table, space, profile, seed=seed,
                                       students=validation_students, unit_costs=unit_costs,
                                       progress=progress, exclude=known_samples(rows))
+    if table.validation.get("retest"):  # the pass-to-pass repeat belongs to the noise too
+        table.noise["retest_mape"] = round(table.validation["retest"]["mape"], 5)
     table.build_seconds = round(time.perf_counter() - started, 1)
     table.format = TABLE_FORMAT
     return table
@@ -350,35 +353,56 @@ def known_samples(rows: list[dict[str, Any]]) -> set[tuple]:
 
 def validate_table(table: LatencyTable, space: SupernetSpace, profile, *, seed: int,
                    students: int, unit_costs: UnitCosts | None = None,
-                   progress: Progress | None = None, exclude: set[tuple] | None = None
-                   ) -> dict[str, Any]:
+                   progress: Progress | None = None, exclude: set[tuple] | None = None,
+                   retest: bool = True) -> dict[str, Any]:
     """Predicted vs measured on ``students`` held-out random students (see
-    :func:`split_metrics`), with the noise floor beside it."""
+    :func:`split_metrics`), with the noise floor beside it.
+
+    With ``retest`` the same students are measured a second time after the first pass (fresh
+    export and session each): ``retest`` holds the second pass against the first (how far the
+    device repeats its own measurement of a student minutes later, read like a predictor's
+    error) and ``vs_both_passes`` the predictor against the geometric mean of both passes. On a
+    shared machine the pass-to-pass error can exceed the back-to-back noise floor many times
+    (docs/BENCHMARKS.md); no predictor is judged fairly below it."""
     from gtn_nas.latency import measure_module
 
     unit_costs = unit_costs or UnitCosts(space)
     shape = student_input_shape(space, profile)
     exclude = exclude or set()
-    predicted, measured, rows = [], [], []
+    samples: list[Sample] = []
     i = 0
-    while len(rows) < students and i < 50 * max(students, 1):
+    while len(samples) < students and i < 50 * max(students, 1):
         sample = space.sample((seed * 1_000_003 + 700_000 + i) % 2 ** 32)
         i += 1
-        if tuple(sample.items()) in exclude:
-            continue
-        exclude = exclude | {tuple(sample.items())}
-        p = table.predict(sample, unit_costs)
-        m = measure_module(space.freeze(sample, seed=0).eval(), shape,
-                           profile).value(table.statistic)
-        predicted.append(p)
-        measured.append(m)
-        rows.append({"predicted_ms": round(p, 5), "measured_ms": round(m, 5)})
-        if progress:
-            progress("validation", len(rows), students)
-    if not rows:
+        if tuple(sample.items()) not in exclude:
+            exclude = exclude | {tuple(sample.items())}
+            samples.append(sample)
+    if not samples:
         return {}
-    return {**split_metrics(predicted, measured), "noise_floor": table.noise.get("spread"),
-            "rows": rows}
+
+    def measure_pass(phase: str) -> list[float]:
+        values = []
+        for n, sample in enumerate(samples):
+            values.append(measure_module(space.freeze(sample, seed=0).eval(), shape,
+                                         profile).value(table.statistic))
+            if progress:
+                progress(phase, n + 1, len(samples))
+        return values
+
+    predicted = [table.predict(sample, unit_costs) for sample in samples]
+    measured = measure_pass("validation")
+    rows = [{"predicted_ms": round(p, 5), "measured_ms": round(m, 5)}
+            for p, m in zip(predicted, measured)]
+    result = {**split_metrics(predicted, measured), "noise_floor": table.noise.get("spread"),
+              "rows": rows}
+    if retest:
+        again = measure_pass("validation retest")
+        for row, value in zip(rows, again):
+            row["retest_ms"] = round(value, 5)
+        both = np.sqrt(np.asarray(measured) * np.asarray(again))
+        result["retest"] = error_metrics(again, measured)
+        result["vs_both_passes"] = error_metrics(predicted, both)
+    return result
 
 
 def describe_metrics(metrics: Mapping[str, Any]) -> str:

@@ -11,7 +11,8 @@ What it holds (built on the device by ``gtn-nas profile``, :mod:`gtn_nas.latency
   fitted on measured whole students, times ``exp(correction)``, where the correction is a
   gradient-boosted tree ensemble (scikit-learn) on per-unit and whole-model features (FLOPs
   and params among them), stored as plain arrays and evaluated with numpy;
-- ``machine``, ``protocol``, ``noise`` (the spread of repeated measurements of one model),
+- ``machine``, ``protocol``, ``noise`` (the spread of repeated measurements of one model, and
+  ``retest_mape``: the validation students measured again, second pass vs first),
   ``fit`` and ``validation``.
 
 A table is refused (one line, with the command that rebuilds it) when its format, space,

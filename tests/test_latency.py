@@ -99,13 +99,18 @@ def test_predictor_reproduces_its_fitted_students_within_the_noise_floor(table, 
     assert table.kernels and table.fit["adaptive_rounds"] == 1
     assert "linear_mape" in table.model["selection"]  # trees kept only if they help
     fitted = table.fit["in_sample"]
-    # in sample, the predictor is as close as the machine repeats itself (with a 5% floor
-    # for a quiet machine, and timer resolution at these ~0.05 ms students)
-    assert fitted["mape"] <= max(2 * table.noise["spread"], 0.05), (fitted, table.noise)
     val = table.validation
+    # in sample, the predictor is as close as the machine repeats itself: back to back, or
+    # the same students measured again minutes later (what a busy machine changes), with a 5%
+    # floor for timer resolution at these ~0.02 ms students
+    repeat = max(table.noise["spread"], val["retest"]["mape"], table.noise["retest_mape"])
+    assert fitted["mape"] <= max(2 * repeat, 0.05), (fitted, table.noise, val["retest"])
     assert {"mape", "rmspe", "within_5pct", "within_10pct", "worst", "under_1ms",
             "noise_floor"} <= set(val)
     assert val["students"] == 3 and val["under_1ms"]["students"] == 3
+    # every validation student is measured twice: the device's own repeat beside the error
+    assert val["retest"]["students"] == 3 and val["vs_both_passes"]["students"] == 3
+    assert all(row["retest_ms"] > 0 for row in val["rows"])
     assert table.predict(tiny_space.sample(5), costs) > 0
 
 

@@ -49,6 +49,11 @@ def cmd_profile(args: argparse.Namespace) -> int:
         for part, label in (("under_1ms", "under 1 ms"), ("over_1ms", "1 ms and over")):
             if val.get(part, {}).get("students"):
                 out(f"    {label}: {describe_metrics(val[part])}")
+        if val.get("retest", {}).get("students"):
+            out(f"  the device's own repeat (the same students measured again): "
+                f"{describe_metrics(val['retest'])}")
+            out(f"  predicted vs the mean of both measurements: "
+                f"{describe_metrics(val['vs_both_passes'])}")
     out(f"  predicted vs measured: {plot}")
     return 0
 
