@@ -1,0 +1,488 @@
+"""The evidence study: does a GTN teacher give better students, does a score rank them, at what
+cost, and are the latencies right? One command regenerates every table and figure:
+
+    ./dev bench                      # the study at the scale below (about 1.5 h on 2 cores)
+    ./dev bench --quick              # the same stages, reduced, in a few minutes
+    ./dev bench --out DIR --workers 2 --seeds 0,1,2 --limit 3000 ...   (see --help)
+
+Stages (each result is written when done; a re-run skips what is finished, so a killed study
+resumes where it stopped):
+
+1. ``search``: s/m/l for host_cpu (``gtn-nas run``'s search stage: NASWOT score, auto MFLOPs
+   budgets, latency measured here) plus ``--random-students`` random students of the pool.
+2. ``teachers``: standard, SFTN (one per student), GTN (one per ``--samplers``), each trained
+   with the same recipe on the same data.
+3. ``distill``: every (teacher, method in KD/DKD, student, seed), plus each student without a
+   teacher (the baseline); the proxy study's ``--proxy-students`` random students distilled
+   from the GTN teacher (KD, seed 0).
+4. ``proxy``: the scores of the proxy students before training (branch scores with and without
+   per-path BN recalibration, params, FLOPs, SynFlow, NASWOT).
+5. ``speed``: ORT vs PyTorch eager for the picks, search time for ``--search-time-candidates``.
+6. ``report``: ``EVIDENCE.md`` and PNGs in ``--out`` (bench/evidence_tables.py).
+
+Fashion-MNIST comes from Debian's ``dataset-fashion-mnist``; when it is absent the study
+installs it with apt-get where it runs as root, else says how and stops. Parallel jobs run in
+``--workers`` processes of one thread each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import multiprocessing
+import os
+import shutil
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from evidence_tables import write_report  # noqa: E402
+
+SPACE = "resnet_supernet"
+WIDTH = 0.25
+DATA = "fashion-mnist"
+DKD_OPTIONS = {"warmup_epochs": 1}  # the paper's 20-epoch warm-up scaled to a short recipe
+GTN_EVAL_PATHS = 2  # branch accuracies logged per epoch (diagnostics only; 8 costs ~4x the epoch)
+
+
+@dataclasses.dataclass
+class Scale:
+    """What the study runs; printed beside every table."""
+
+    limit: int = 3000
+    image_size: int = 16
+    teacher: str = "resnet32"
+    teacher_epochs: int = 8
+    student_epochs: int = 3
+    seeds: tuple[int, ...] = (0, 1, 2)
+    random_students: int = 3
+    proxy_students: int = 50
+    search_evals: int = 200
+    search_time_candidates: int = 2000
+    samplers: tuple[str, ...] = ("uniform", "learned")
+    methods: tuple[str, ...] = ("kd", "dkd")
+    batch_size: int = 64
+
+
+QUICK = Scale(limit=400, teacher_epochs=1, student_epochs=1, seeds=(0, 1), random_students=1,
+              proxy_students=6, search_evals=12, search_time_candidates=60)
+
+
+# ----------------------------------------------------------------------------- helpers
+def say(text: str) -> None:
+    print(f"[evidence {time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+def ensure_fashion_mnist() -> None:
+    """Installs Debian's dataset-fashion-mnist when absent (as root), else stops with a hint."""
+    from gtn_nas.data import FASHION_MNIST_ROOT
+
+    if Path(FASHION_MNIST_ROOT, "train-images-idx3-ubyte.gz").is_file():
+        return
+    hint = "apt-get install dataset-fashion-mnist"
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        raise SystemExit(f"evidence: Fashion-MNIST is not installed in {FASHION_MNIST_ROOT}; "
+                         f"run `{hint}` (as root) and start again")
+    say(f"Fashion-MNIST not found; running {hint}")
+    for command in (["apt-get", "install", "-y", "-q", "dataset-fashion-mnist"],
+                    ["apt-get", "update", "-q"],
+                    ["apt-get", "install", "-y", "-q", "dataset-fashion-mnist"]):
+        done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True)
+        if done.returncode == 0 and command[1] == "install":
+            return
+    raise SystemExit(f"evidence: `{hint}` failed ({done.stderr.strip()[-200:]}); install it "
+                     f"and start again")
+
+
+def write_json(path: Path, data: Any) -> None:
+    from gtn_nas.fileio import atomic_write_text
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(data, indent=1, default=str) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def student_files(out: Path) -> list[Path]:
+    return sorted((out / "students").glob("*.yaml"))
+
+
+# ----------------------------------------------------------------------------- stage 1
+def search_stage(out: Path, scale: Scale) -> None:
+    """s/m/l of a host_cpu search + random students, as sample files in out/students/."""
+    from gtn_nas.data import load_dataset
+    from gtn_nas.pipeline import RunConfig, SearchStage, TeacherStage
+    from gtn_nas.pipeline import search_stage as run_search_stage
+    from gtn_nas.plugins import build_space
+    from gtn_nas.students import load_sample_file, save_sample_file
+
+    record_path = out / "search" / "search.json"
+    if read_json(record_path) is not None:
+        say("search: finished earlier")
+        return
+    say(f"search: host_cpu s/m/l, {scale.search_evals} candidates, NASWOT score")
+    config = RunConfig(data=DATA, image_size=scale.image_size, limit=scale.limit, seed=0,
+                       teacher=TeacherStage(space=SPACE, width_mult=WIDTH),
+                       search=SearchStage(hw=("host_cpu",), budget_evals=scale.search_evals,
+                                          latency="measure", score="naswot"))
+    started = time.perf_counter()
+    record = run_search_stage(config, out / "search", teacher_path=Path("unused"))
+    record["seconds"] = round(time.perf_counter() - started, 1)
+    splits = load_dataset(DATA, image_size=scale.image_size, limit=scale.limit, seed=0,
+                          augment=False)
+    space = build_space(SPACE, num_classes=splits.num_classes, in_channels=splits.in_channels,
+                        input_size=splits.image_size, width_mult=WIDTH)
+    students = out / "students"
+    students.mkdir(parents=True, exist_ok=True)
+    picks = out / "search" / record["devices"]["host_cpu"]["folder"] / "students"
+    taken = set()
+    for tier in ("s", "m", "l"):
+        sample = load_sample_file(picks / f"{tier}.yaml", space)
+        taken.add(tuple(sorted(sample.items())))
+        save_sample_file(students / f"{tier}.yaml", sample, space, role=f"host_cpu pick {tier}")
+    write_random_students(space, students, "random", scale.random_students, 777_000, taken)
+    write_random_students(space, out / "proxy" / "students", "p", scale.proxy_students,
+                          888_000, set())
+    write_json(record_path, record)
+
+
+def write_random_students(space, folder: Path, prefix: str, count: int, base: int,
+                          taken: set) -> None:
+    from gtn_nas.students import save_sample_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    index = made = 0
+    while made < count:
+        sample = space.sample(base + index)
+        index += 1
+        key = tuple(sorted(sample.items()))
+        if key in taken:
+            continue
+        taken.add(key)
+        save_sample_file(folder / f"{prefix}{made:02d}.yaml", sample, space,
+                         role=f"random student (seed {base + index - 1})")
+        made += 1
+
+
+# ----------------------------------------------------------------------------- tasks
+def teacher_tasks(out: Path, scale: Scale) -> list[dict[str, Any]]:
+    base = {"method": "standard", "teacher": scale.teacher, "data": DATA,
+            "image_size": scale.image_size, "limit": scale.limit, "space": SPACE,
+            "width_mult": WIDTH}
+    tasks = [{"name": "standard", "config": base}]
+    for file in student_files(out):
+        tasks.append({"name": f"sftn-{file.stem}",
+                      "config": {**base, "method": "sftn", "student": str(file)}})
+    for sampler in scale.samplers:
+        tasks.append({"name": f"gtn-{sampler}",
+                      "config": {**base, "method": "gtn", "sampler": sampler,
+                                 "eval_paths": GTN_EVAL_PATHS}})
+    for task in tasks:
+        task.update(kind="teacher", dir=str(out / "teachers" / task["name"]),
+                    epochs=scale.teacher_epochs, batch_size=scale.batch_size)
+    return tasks
+
+
+def distill_tasks(out: Path, scale: Scale) -> list[dict[str, Any]]:
+    """One task per (teacher, method, student, seed): a one-job shard of a distill run."""
+    students = [str(f) for f in student_files(out)]
+    runs = []
+    for method in scale.methods:
+        for teacher in ["standard"] + [f"gtn-{s}" for s in scale.samplers]:
+            runs.append((teacher, method, students))
+        for student in students:
+            runs.append((f"sftn-{Path(student).stem}", method, [student]))
+    runs.append(("baseline", "none", students))
+    tasks = []
+    for teacher, method, members in runs:
+        tasks.extend(_shards(out / "distill" / teacher / method, teacher, method, members,
+                             scale.seeds, out, scale))
+    proxy = [str(f) for f in sorted((out / "proxy" / "students").glob("*.yaml"))]
+    tasks.extend(_shards(out / "proxy" / "distill", f"gtn-{scale.samplers[0]}", "kd", proxy,
+                         (0,), out, scale))
+    return tasks
+
+
+def _shards(folder: Path, teacher: str, method: str, students: list[str], seeds, out: Path,
+            scale: Scale) -> list[dict[str, Any]]:
+    teacher_path = None if method == "none" else str(out / "teachers" / teacher / "teacher.pt")
+    config = {"teacher": teacher_path, "students": list(students), "method": method,
+              "method_options": DKD_OPTIONS if method == "dkd" else {}, "data": DATA,
+              "image_size": scale.image_size, "limit": scale.limit, "space": SPACE,
+              "width_mult": WIDTH, "seeds": list(seeds), "export": False}
+    jobs = [(Path(s).stem, seed) for s in students for seed in seeds]
+    return [{"kind": "distill", "dir": str(folder), "config": config, "shard": [k + 1, len(jobs)],
+             "name": f"{teacher}/{method}/{student}/seed{seed}", "epochs": scale.student_epochs,
+             "batch_size": scale.batch_size,
+             "done": str(folder / student / f"seed{seed}" / "result.json")}
+            for k, (student, seed) in enumerate(jobs)]
+
+
+def task_done(task: dict[str, Any]) -> bool:
+    if task["kind"] == "teacher":
+        return (Path(task["dir"]) / "done.json").is_file()
+    return read_json(Path(task["done"])) is not None
+
+
+def run_task(task: dict[str, Any]) -> dict[str, Any]:
+    """Runs one task in a worker (one thread); returns {name, seconds, error}."""
+    import torch
+
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    try:
+        if task["kind"] == "teacher":
+            _run_teacher(task)
+        else:
+            _run_distill(task)
+        error = None
+    except Exception as exc:  # noqa: BLE001 - one failed job must not stop the study
+        error = f"{type(exc).__name__}: {exc}"
+        traceback.print_exc()
+    return {"name": task["name"], "seconds": round(time.perf_counter() - started, 1),
+            "error": error}
+
+
+def _train(task: dict[str, Any], recipe):
+    return dataclasses.replace(recipe, epochs=task["epochs"], batch_size=task["batch_size"],
+                               schedule="cosine", progress=False, seed=0)
+
+
+def _run_teacher(task: dict[str, Any]) -> None:
+    from gtn_nas.config import from_mapping
+    from gtn_nas.engine import TrainConfig
+    from gtn_nas.train_teacher import TeacherRunConfig, train_teacher
+
+    config = from_mapping(TeacherRunConfig, {**task["config"],
+                                             "train": _train(task, TrainConfig())}, "teacher")
+    started = time.perf_counter()
+    resume = (Path(task["dir"]) / "last.pt").exists()  # a killed teacher continues
+    result = train_teacher(config, task["dir"], resume=resume)
+    history = result.fit.history
+    write_json(Path(task["dir"]) / "done.json", {
+        "wall_seconds": round(time.perf_counter() - started, 1),
+        "epoch_seconds": [h.get("seconds") for h in history],
+        "final": {k: v for k, v in history[-1].items() if isinstance(v, (int, float))}})
+
+
+def _run_distill(task: dict[str, Any]) -> None:
+    from gtn_nas.config import from_mapping
+    from gtn_nas.distill_run import DistillRunConfig, distill, student_recipe
+
+    config = from_mapping(DistillRunConfig, {**task["config"],
+                                             "train": _train(task, student_recipe())},
+                          "distill")
+    distill(config, task["dir"], shard=tuple(task["shard"]))
+
+
+def run_tasks(tasks: list[dict[str, Any]], workers: int, label: str) -> list[dict[str, Any]]:
+    todo = [t for t in tasks if not task_done(t)]
+    say(f"{label}: {len(tasks)} jobs, {len(tasks) - len(todo)} finished earlier, "
+        f"{len(todo)} to run in {workers} worker(s)")
+    failures = []
+    if not todo:
+        return failures
+    started = time.perf_counter()
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(workers, maxtasksperchild=8) as pool:
+        for number, result in enumerate(pool.imap_unordered(run_task, todo), start=1):
+            elapsed = time.perf_counter() - started
+            left = elapsed / number * (len(todo) - number)
+            status = "FAILED " + result["error"] if result["error"] else "done"
+            say(f"{label} [{number}/{len(todo)}] {result['name']}: {status} "
+                f"({result['seconds']:.0f} s; about {left / 60:.0f} min left)")
+            if result["error"]:
+                failures.append(result)
+    return failures
+
+
+# ----------------------------------------------------------------------------- stage 4
+def proxy_stage(out: Path, scale: Scale) -> None:
+    """Scores of the proxy students before training (out/proxy/scores.json)."""
+    import torch
+
+    from gtn_nas.data import load_dataset
+    from gtn_nas.plugins import build_space
+    from gtn_nas.scoring import build_scorer, load_branch_scorer
+    from gtn_nas.students import load_sample_file
+
+    path = out / "proxy" / "scores.json"
+    if read_json(path) is not None:
+        say("proxy scores: finished earlier")
+        return
+    torch.set_num_threads(2)
+    say("proxy scores: branch (per sampler, recalibrated and shared BN), params, FLOPs, "
+        "SynFlow, NASWOT")
+    splits = load_dataset(DATA, image_size=scale.image_size, limit=scale.limit, seed=0,
+                          augment=False)
+    space = build_space(SPACE, num_classes=splits.num_classes, in_channels=splits.in_channels,
+                        input_size=splits.image_size, width_mult=WIDTH)
+    scorers, descriptions = {}, {}
+    for sampler in scale.samplers:
+        teacher = out / "teachers" / f"gtn-{sampler}" / "teacher.pt"
+        branches = ["combined", "full", 1] if sampler != "uniform" else [1, 3]
+        for branch in branches:
+            for recal in (4, 0):
+                name = f"gtn-{sampler} branch {branch}{'' if recal else ' (shared BN)'}"
+                try:
+                    _, scorer = load_branch_scorer(teacher, recalibration_batches=recal,
+                                                   branch=branch, seed=0)
+                except Exception as exc:  # noqa: BLE001 - e.g. no full-path branch
+                    say(f"proxy scores: {name} unavailable ({exc})")
+                    continue
+                scorers[name] = scorer
+    for kind in ("params", "flops", "synflow", "naswot"):
+        scorers[kind] = build_scorer(kind, space, data=splits, seed=0)
+    rows = []
+    for file in sorted((out / "proxy" / "students").glob("*.yaml")):
+        sample = load_sample_file(file, space)
+        rows.append({"student": file.stem,
+                     **{name: float(scorer(sample)) for name, scorer in scorers.items()}})
+    for name, scorer in scorers.items():
+        descriptions[name] = getattr(scorer, "description", name)
+    write_json(path, {"rows": rows, "descriptions": descriptions})
+
+
+# ----------------------------------------------------------------------------- stage 5
+def speed_stage(out: Path, scale: Scale) -> None:
+    """ORT vs PyTorch eager for the picks; search time for N candidates (out/speed.json)."""
+    import numpy as np
+    import torch
+
+    from gtn_nas.data import load_dataset
+    from gtn_nas.latency import measure_module
+    from gtn_nas.pipeline import auto_budgets
+    from gtn_nas.plugins import build_space
+    from gtn_nas.profiles import load_profile
+    from gtn_nas.scoring import build_scorer
+    from gtn_nas.search import run_search
+    from gtn_nas.students import load_sample_file
+
+    path = out / "speed.json"
+    if read_json(path) is not None:
+        say("speed: finished earlier")
+        return
+    say("speed: ORT vs PyTorch eager for the picks; search time")
+    profile = load_profile("host_cpu")
+    threads = profile.runtime.threads
+    torch.set_num_threads(threads)
+    splits = load_dataset(DATA, image_size=scale.image_size, limit=scale.limit, seed=0,
+                          augment=False)
+    space = build_space(SPACE, num_classes=splits.num_classes, in_channels=splits.in_channels,
+                        input_size=splits.image_size, width_mult=WIDTH)
+    shape = (1, space.in_channels, space.input_size, space.input_size)
+    picks = {}
+    for tier in ("s", "m", "l"):
+        model = space.freeze(load_sample_file(out / "students" / f"{tier}.yaml", space),
+                             seed=0).eval()
+        ort_ms = measure_module(model, shape, profile).value("median")
+        x = torch.zeros(shape)
+        with torch.no_grad():
+            for _ in range(profile.measurement.warmup):
+                model(x)
+            times = []
+            for _ in range(profile.measurement.repeats):
+                start = time.perf_counter()
+                model(x)
+                times.append((time.perf_counter() - start) * 1e3)
+        picks[tier] = {"ort_ms": round(ort_ms, 4), "torch_ms": round(float(np.median(times)), 4)}
+    profile = dataclasses.replace(profile, budgets=auto_budgets(space, 0))
+    timings = {}
+    for score in ("params", "naswot"):
+        scorer = build_scorer(score, space, data=splits, seed=0)
+        started = time.perf_counter()
+        result = run_search(space, profile, budget_evals=scale.search_time_candidates, seed=0,
+                            scorer=scorer, scored_by=score, latency_mode="estimate",
+                            remeasure=False)
+        timings[score] = {"seconds": round(time.perf_counter() - started, 1),
+                          "candidates": len(result.candidates)}
+    write_json(path, {"threads": threads, "picks": picks, "search": timings,
+                      "latency_mode": "estimate (roofline; no table is shipped)"})
+
+
+# ----------------------------------------------------------------------------- main
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Scale]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default="runs/evidence")
+    parser.add_argument("--quick", action="store_true", help="a reduced study in minutes")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--stages", default="search,teachers,distill,proxy,speed,report")
+    for field in dataclasses.fields(Scale):
+        flag = "--" + field.name.replace("_", "-")
+        parser.add_argument(flag, default=None,
+                            help=f"default {getattr(Scale(), field.name)}")
+    args = parser.parse_args(argv)
+    scale = QUICK if args.quick else Scale()
+    changes = {}
+    for field in dataclasses.fields(Scale):
+        value = getattr(args, field.name)
+        if value is None:
+            continue
+        default = getattr(Scale(), field.name)
+        if isinstance(default, tuple):
+            parts = [p.strip() for p in value.split(",") if p.strip()]
+            changes[field.name] = tuple(int(p) if isinstance(default[0], int) else p
+                                        for p in parts)
+        else:
+            try:
+                changes[field.name] = type(default)(value)
+            except ValueError:
+                parser.error(f"--{field.name.replace('_', '-')}: expected {type(default).__name__}, got {value!r}")
+    return args, dataclasses.replace(scale, **changes)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, scale = parse_args(argv)
+    out = Path(args.out)
+    scale_path = out / "scale.json"
+    previous = read_json(scale_path)
+    if previous is not None and previous != json.loads(json.dumps(dataclasses.asdict(scale))):
+        raise SystemExit(f"evidence: {out} holds a study at another scale ({previous}); "
+                         f"choose another --out or the same options")
+    ensure_fashion_mnist()
+    write_json(scale_path, dataclasses.asdict(scale))
+    stages = {s.strip() for s in args.stages.split(",")}
+    started = time.perf_counter()
+    say(f"scale: {json.dumps(dataclasses.asdict(scale))}; output {out}")
+    failures = []
+    if "search" in stages:
+        search_stage(out, scale)
+    if "teachers" in stages:
+        failures += run_tasks(teacher_tasks(out, scale), args.workers, "teachers")
+    if "distill" in stages:
+        failures += run_tasks(distill_tasks(out, scale), args.workers, "distill")
+    if "proxy" in stages:
+        proxy_stage(out, scale)
+    if "speed" in stages:
+        speed_stage(out, scale)
+    if "report" in stages:
+        report = write_report(out, scale=dataclasses.asdict(scale),
+                              machine=machine_line(), wall=time.perf_counter() - started)
+        say(f"report: {report}")
+    for failure in failures:
+        say(f"FAILED {failure['name']}: {failure['error']}")
+    return 1 if failures else 0
+
+
+def machine_line() -> str:
+    from gtn_nas.machine import machine_record
+
+    record = machine_record()
+    return (f"{record.get('cpu_model')}, {record.get('cores')} cores, torch "
+            f"{__import__('torch').__version__}, ONNX Runtime {record.get('onnxruntime')}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,346 @@
+"""Tables and figures of the evidence study (bench/evidence.py) from its output folder.
+
+``write_report(out, ...)`` reads every finished result (a study still running or killed gives
+the tables of what is done) and writes ``out/EVIDENCE.md``, ``out/teacher_study.png`` and
+``out/proxy_scatter.png``. Confidence intervals are 95% percentile bootstraps (2,000 resamples,
+seed 0) over the paired (student, seed) results or over the proxy students.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+ROUNDS = 2000
+
+
+def _read(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def bootstrap_ci(values: Sequence[float], statistic: Callable = np.mean,
+                 rounds: int = ROUNDS, seed: int = 0) -> tuple[float, float]:
+    """95% percentile interval of ``statistic`` over resamples of ``values``."""
+    data = np.asarray(values, float)
+    if len(data) < 2:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    draws = [statistic(data[rng.integers(0, len(data), len(data))]) for _ in range(rounds)]
+    return float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))
+
+
+def rank_ci(x: np.ndarray, y: np.ndarray, fn, rounds: int = ROUNDS, seed: int = 0
+            ) -> tuple[float, float]:
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(rounds):
+        idx = rng.integers(0, len(x), len(x))
+        if len(set(x[idx])) > 1 and len(set(y[idx])) > 1:
+            values.append(fn(x[idx], y[idx])[0])
+    if not values:
+        return float("nan"), float("nan")
+    return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
+
+
+# ----------------------------------------------------------------------------- reading
+def distill_results(out: Path) -> list[dict[str, Any]]:
+    """Every finished (teacher, method, student, seed) of the teacher study."""
+    rows = []
+    for path in sorted((out / "distill").glob("*/*/*/seed*/result.json")):
+        data = _read(path)
+        if not data:
+            continue
+        teacher_dir = path.parents[3].name
+        kind = "sftn" if teacher_dir.startswith("sftn-") else teacher_dir
+        rows.append({"teacher": kind, "teacher_dir": teacher_dir, "method": data["method"],
+                     "student": data["student"], "seed": data["seed"],
+                     "test_acc": data["test_acc"], "params": data["params"],
+                     "mflops": data["mflops"], "seconds": data.get("seconds")})
+    return rows
+
+
+def teacher_records(out: Path) -> dict[str, dict[str, Any]]:
+    records = {}
+    for folder in sorted((out / "teachers").glob("*")):
+        done = _read(folder / "done.json")
+        if not done:
+            continue
+        test = None
+        for method in ("kd", "dkd"):
+            info = _read(out / "distill" / folder.name / method / "teacher.json")
+            if info:
+                test = info["test_acc"]
+                break
+        records[folder.name] = {**done, "test_acc": test}
+    return records
+
+
+# ----------------------------------------------------------------------------- tables
+def fmt_ms(mean: float, std: float) -> str:
+    return f"{mean * 100:.1f} ± {std * 100:.1f}"
+
+
+def teacher_order(rows: list[dict[str, Any]]) -> list[str]:
+    kinds = {r["teacher"] for r in rows}
+    first = ["standard", "sftn"]
+    gtn = sorted(k for k in kinds if k.startswith("gtn-"))
+    return [k for k in first if k in kinds] + gtn + (["baseline"] if "baseline" in kinds else [])
+
+
+def study_tables(rows: list[dict[str, Any]], methods: Sequence[str]) -> tuple[list[str], dict]:
+    """Markdown lines of the per-student table and the paired deltas; a summary dict."""
+    lines: list[str] = []
+    summary: dict[str, Any] = {"pool": {}, "deltas": {}}
+    teachers = teacher_order(rows)
+    students = sorted({r["student"] for r in rows}, key=lambda s: (len(s) > 1, s))
+    by = defaultdict(dict)
+    for r in rows:
+        method = "none" if r["teacher"] == "baseline" else r["method"]
+        by[(r["teacher"], method, r["student"])][r["seed"]] = r["test_acc"]
+    for method in methods:
+        columns = [t for t in teachers if t != "baseline"] + (
+            ["baseline"] if "baseline" in teachers else [])
+        lines += [f"**{method.upper()}**: student test top-1 % (mean ± std over seeds); "
+                  f"`baseline` is the student trained without a teacher.", "",
+                  "| student | " + " | ".join(columns) + " |",
+                  "|---|" + "---|" * len(columns)]
+        pool = {t: [] for t in columns}
+        for student in students:
+            cells = []
+            for teacher in columns:
+                key = (teacher, "none" if teacher == "baseline" else method, student)
+                values = list(by.get(key, {}).values())
+                if values:
+                    cells.append(fmt_ms(np.mean(values), np.std(values)))
+                    pool[teacher].append(np.mean(values))
+                else:
+                    cells.append("-")
+            lines.append(f"| {student} | " + " | ".join(cells) + " |")
+        lines.append("| **pool mean** | " + " | ".join(
+            f"**{np.mean(v) * 100:.2f}**" if v else "-" for v in pool.values()) + " |")
+        lines.append("")
+        summary["pool"][method] = {t: float(np.mean(v)) if v else None for t, v in pool.items()}
+
+        lines += [f"Paired differences ({method.upper()}), in points of top-1, over the "
+                  f"(student, seed) pairs both have; 95% bootstrap interval:", "",
+                  "| comparison | pairs | mean difference [95% CI] | pairs won |",
+                  "|---|---|---|---|"]
+        comparisons = [(t, "standard") for t in columns if t != "standard"]
+        comparisons += [(t, "sftn") for t in columns if t.startswith("gtn-") and "sftn" in columns]
+        comparisons += [(t, "baseline") for t in columns
+                        if t not in ("baseline",) and "baseline" in columns]
+        for a, b in comparisons:
+            diffs = []
+            for student in students:
+                ka = (a, "none" if a == "baseline" else method, student)
+                kb = (b, "none" if b == "baseline" else method, student)
+                for seed, value in by.get(ka, {}).items():
+                    if seed in by.get(kb, {}):
+                        diffs.append((value - by[kb][seed]) * 100)
+            if not diffs:
+                continue
+            low, high = bootstrap_ci(diffs)
+            won = sum(d > 0 for d in diffs)
+            lines.append(f"| {a} - {b} | {len(diffs)} | {np.mean(diffs):+.2f} "
+                         f"[{low:+.2f}, {high:+.2f}] | {won}/{len(diffs)} |")
+            summary["deltas"].setdefault(method, {})[f"{a} - {b}"] = {
+                "pairs": len(diffs), "mean": float(np.mean(diffs)), "ci": [low, high],
+                "won": won}
+        lines.append("")
+    return lines, summary
+
+
+def proxy_table(out: Path) -> tuple[list[str], dict]:
+    from scipy import stats
+
+    scores = _read(out / "proxy" / "scores.json")
+    results = {}
+    for path in (out / "proxy" / "distill").glob("*/seed*/result.json"):
+        data = _read(path)
+        if data:
+            results[data["student"]] = data["test_acc"]
+    if not scores or len(results) < 4:
+        return ["(proxy study not finished)", ""], {}
+    rows = [r for r in scores["rows"] if r["student"] in results]
+    acc = np.array([results[r["student"]] for r in rows])
+    names = [k for k in rows[0] if k != "student"]
+    lines = [f"{len(rows)} random students, each distilled (KD) from the GTN teacher with the "
+             f"study's student recipe; test top-1 min / median / max "
+             f"{acc.min() * 100:.1f} / {np.median(acc) * 100:.1f} / {acc.max() * 100:.1f} %. "
+             f"Scores computed before training.", "",
+             "| score | Spearman [95% CI] | Kendall τ [95% CI] |", "|---|---|---|"]
+    summary = {}
+    for name in names:
+        values = np.array([r[name] for r in rows])
+        rho = float(stats.spearmanr(values, acc)[0])
+        tau = float(stats.kendalltau(values, acc)[0])
+        rho_ci = rank_ci(values, acc, stats.spearmanr)
+        tau_ci = rank_ci(values, acc, stats.kendalltau)
+        summary[name] = {"spearman": rho, "spearman_ci": rho_ci, "kendall": tau,
+                         "kendall_ci": tau_ci}
+        lines.append(f"| {name} | {rho:+.2f} [{rho_ci[0]:+.2f}, {rho_ci[1]:+.2f}] | "
+                     f"{tau:+.2f} [{tau_ci[0]:+.2f}, {tau_ci[1]:+.2f}] |")
+    best = max(summary, key=lambda n: summary[n]["spearman"]
+               if np.isfinite(summary[n]["spearman"]) else -9)
+    lines += ["", f"Best ranking score here: **{best}** (Spearman {summary[best]['spearman']:+.2f})."
+              f" Parameter count: {summary.get('params', {}).get('spearman', float('nan')):+.2f}.",
+              ""]
+    _proxy_figure(out, rows, acc, names, summary)
+    return lines, {"scores": summary, "best": best, "students": len(rows)}
+
+
+def _proxy_figure(out: Path, rows, acc, names, summary) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from gtn_nas.report import save_figure
+
+    shown = [n for n in names if "shared BN" not in n][:8]
+    cols = 4
+    fig, axes = plt.subplots((len(shown) + cols - 1) // cols, cols,
+                             figsize=(3.2 * cols, 2.8 * ((len(shown) + cols - 1) // cols)),
+                             squeeze=False)
+    for ax, name in zip(axes.flat, shown):
+        ax.scatter([r[name] for r in rows], acc * 100, s=12)
+        if name in ("params", "flops", "synflow"):
+            ax.set_xscale("symlog" if name == "synflow" else "log")
+        ax.set_title(f"{name}\nSpearman {summary[name]['spearman']:+.2f}", fontsize=8)
+        ax.set_ylabel("test top-1 %", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(shown):]:
+        ax.axis("off")
+    fig.tight_layout()
+    save_figure(fig, out / "proxy_scatter.png")
+
+
+def teacher_figure(out: Path, summary: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from gtn_nas.report import save_figure
+
+    pool = summary.get("pool", {})
+    if not pool:
+        return
+    methods = list(pool)
+    teachers = list(next(iter(pool.values())))
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    width = 0.8 / max(1, len(teachers))
+    for i, teacher in enumerate(teachers):
+        values = [(pool[m].get(teacher) or np.nan) * 100 for m in methods]
+        ax.bar(np.arange(len(methods)) + i * width, values, width, label=teacher)
+    ax.set_xticks(np.arange(len(methods)) + width * (len(teachers) - 1) / 2)
+    ax.set_xticklabels([m.upper() for m in methods])
+    ax.set_ylabel("pool mean test top-1 %")
+    finite = [v * 100 for m in methods for v in pool[m].values() if v is not None]
+    if finite:
+        ax.set_ylim(min(finite) - 2, max(finite) + 1)
+    ax.legend(fontsize=8, ncol=3)
+    ax.set_title("Students by teacher (Fashion-MNIST)")
+    fig.tight_layout()
+    save_figure(fig, out / "teacher_study.png")
+
+
+def cost_table(out: Path, records: dict[str, dict[str, Any]], scale: dict) -> list[str]:
+    if not records:
+        return ["(no teacher finished)", ""]
+    steps = -(-int(scale["limit"]) // int(scale["batch_size"]))
+    lines = ["| teacher | test top-1 % | wall time (s) | s/epoch | ms/step | time vs standard |",
+             "|---|---|---|---|---|---|"]
+    standard = records.get("standard", {}).get("wall_seconds")
+    for name, rec in records.items():
+        epochs = [s for s in rec.get("epoch_seconds", []) if s]
+        per_epoch = float(np.mean(epochs)) if epochs else float("nan")
+        ratio = rec["wall_seconds"] / standard if standard else float("nan")
+        acc = f"{rec['test_acc'] * 100:.1f}" if rec.get("test_acc") is not None else "-"
+        lines.append(f"| {name} | {acc} | {rec['wall_seconds']:.0f} | {per_epoch:.1f} | "
+                     f"{per_epoch / steps * 1e3:.0f} | {ratio:.2f}x |")
+    sftn = [r["wall_seconds"] for n, r in records.items() if n.startswith("sftn-")]
+    gtn = {n: r["wall_seconds"] for n, r in records.items() if n.startswith("gtn-")}
+    if sftn and gtn:
+        mean_sftn = float(np.mean(sftn))
+        lines += ["", "Amortised teacher cost for a pool of n students (one GTN teacher for "
+                  "all vs one SFTN teacher per student, mean SFTN time "
+                  f"{mean_sftn:.0f} s):", "",
+                  "| n students | " + " | ".join(gtn) + " | SFTN (n teachers) | standard |",
+                  "|---|" + "---|" * (len(gtn) + 2)]
+        for n in (3, 6, 12):
+            cells = [f"{v:.0f} s ({v / n:.0f} s/student)" for v in gtn.values()]
+            lines.append(f"| {n} | " + " | ".join(cells) + f" | {n * mean_sftn:.0f} s "
+                         f"({mean_sftn:.0f} s/student) | {standard or float('nan'):.0f} s |")
+    lines.append("")
+    return lines
+
+
+def speed_lines(out: Path) -> list[str]:
+    speed = _read(out / "speed.json")
+    if not speed:
+        return ["(speed stage not run)", ""]
+    lines = [f"Picks at the study's input (1x1x{'{'}size{'}'}), {speed['threads']} threads, "
+             "median of the profile's runs:".replace("{size}", "16x16"), "",
+             "| pick | ONNX Runtime ms | PyTorch eager ms | eager / ORT |", "|---|---|---|---|"]
+    for tier, p in speed["picks"].items():
+        lines.append(f"| {tier} | {p['ort_ms']:.3f} | {p['torch_ms']:.3f} | "
+                     f"{p['torch_ms'] / p['ort_ms']:.1f}x |")
+    lines += ["", f"Search time ({speed['latency_mode']} latency):", "",
+              "| score | candidates | seconds | ms per candidate |", "|---|---|---|---|"]
+    for score, t in speed["search"].items():
+        lines.append(f"| {score} | {t['candidates']} | {t['seconds']:.1f} | "
+                     f"{t['seconds'] / max(1, t['candidates']) * 1e3:.1f} |")
+    lines.append("")
+    return lines
+
+
+# ----------------------------------------------------------------------------- report
+def write_report(out: Path, *, scale: dict, machine: str, wall: float) -> Path:
+    out = Path(out)
+    rows = distill_results(out)
+    records = teacher_records(out)
+    study, summary = study_tables(rows, scale["methods"])
+    teacher_figure(out, summary)
+    proxy, proxy_summary = proxy_table(out)
+    search = _read(out / "search" / "search.json") or {}
+    picks = search.get("devices", {}).get("host_cpu", {}).get("picks", {})
+    lines = [
+        "# Evidence study", "",
+        f"Generated {time.strftime('%Y-%m-%d %H:%M')} by `./dev bench --out {out}` on {machine}; "
+        f"this invocation ran {wall / 60:.0f} min.", "",
+        f"Scale: Fashion-MNIST, {scale['limit']} training images (stratified), "
+        f"{scale['image_size']}x{scale['image_size']}, official 10,000 test images; teacher "
+        f"{scale['teacher']} trained {scale['teacher_epochs']} epochs; students of "
+        f"resnet_supernet (width 0.25) trained {scale['student_epochs']} epochs (SGD 0.05, "
+        f"cosine, batch {scale['batch_size']}); seeds {list(scale['seeds'])}; "
+        f"{scale['random_students']} random students beside the s/m/l picks; proxy study "
+        f"{scale['proxy_students']} students.", "",
+        "## Students", "",
+        "| student | params | MFLOPs |", "|---|---|---|"]
+    seen = {}
+    for r in rows:
+        seen.setdefault(r["student"], r)
+    for name, r in sorted(seen.items(), key=lambda kv: (len(kv[0]) > 1, kv[0])):
+        lines.append(f"| {name} | {r['params']:,} | {r['mflops']:.2f} |")
+    if picks:
+        lines += ["", f"s/m/l: host_cpu search ({search.get('scored_by', '')}), "
+                  f"{search.get('seconds', 0):.0f} s."]
+    lines += ["", "## Teacher study", "", "![teacher study](teacher_study.png)", ""] + study
+    lines += ["## Teachers and cost", ""] + cost_table(out, records, scale)
+    lines += ["## Proxy study", "", "![proxy scatter](proxy_scatter.png)", ""] + proxy
+    lines += ["## Speed", ""] + speed_lines(out)
+    path = out / "EVIDENCE.md"
+    path.write_text("\n".join(lines) + "\n")
+    (out / "evidence.json").write_text(json.dumps(
+        {"scale": scale, "machine": machine, "study": summary, "proxy": proxy_summary,
+         "teachers": records}, indent=1, default=str))
+    return path

@@ -1,0 +1,127 @@
+"""The evidence study's tables (bench/evidence_tables.py) on results with planted answers."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+import evidence  # noqa: E402
+import evidence_tables as tables  # noqa: E402
+
+STUDENTS = ("s", "m", "l", "random00")
+SEEDS = (0, 1, 2)
+SCALE = {"limit": 300, "image_size": 16, "teacher": "resnet32", "teacher_epochs": 1,
+         "student_epochs": 1, "seeds": list(SEEDS), "random_students": 1, "proxy_students": 6,
+         "batch_size": 64, "methods": ["kd"]}
+
+
+def accuracy(teacher: str, student: str, seed: int) -> float:
+    """Planted: GTN = standard + 2 points on every pair, SFTN = standard - 1, baseline + 0.5;
+    the seed moves every teacher alike (so the paired differences are exact)."""
+    base = 0.70 + 0.01 * STUDENTS.index(student) + 0.003 * seed
+    return base + {"standard": 0.0, "gtn-uniform": 0.02, "sftn": -0.01, "baseline": 0.005}[teacher]
+
+
+def write_result(out: Path, teacher_dir: str, method: str, student: str, seed: int,
+                 acc: float) -> None:
+    folder = out / "distill" / teacher_dir / method / student / f"seed{seed}"
+    folder.mkdir(parents=True)
+    (folder / "result.json").write_text(json.dumps({
+        "student": student, "seed": seed, "method": method, "test_acc": acc,
+        "params": 1000 * (1 + STUDENTS.index(student)), "mflops": 1.5, "seconds": 3.0}))
+
+
+@pytest.fixture()
+def study(tmp_path):
+    for student in STUDENTS:
+        for seed in SEEDS:
+            for teacher in ("standard", "gtn-uniform"):
+                write_result(tmp_path, teacher, "kd", student, seed,
+                             accuracy(teacher, student, seed))
+            write_result(tmp_path, f"sftn-{student}", "kd", student, seed,
+                         accuracy("sftn", student, seed))
+            write_result(tmp_path, "baseline", "none", student, seed,
+                         accuracy("baseline", student, seed))
+    return tmp_path
+
+
+def test_paired_differences_recover_the_planted_effects(study):
+    rows = tables.distill_results(study)
+    assert len(rows) == 4 * len(STUDENTS) * len(SEEDS)
+    assert {r["teacher"] for r in rows} == {"standard", "gtn-uniform", "sftn", "baseline"}
+    lines, summary = tables.study_tables(rows, ["kd"])
+    deltas = summary["deltas"]["kd"]
+    pairs = len(STUDENTS) * len(SEEDS)
+    assert deltas["gtn-uniform - standard"]["mean"] == pytest.approx(2.0)
+    assert deltas["gtn-uniform - standard"]["ci"] == pytest.approx([2.0, 2.0])
+    assert deltas["gtn-uniform - standard"]["won"] == pairs
+    assert deltas["sftn - standard"]["mean"] == pytest.approx(-1.0)
+    assert deltas["sftn - standard"]["won"] == 0
+    assert deltas["gtn-uniform - sftn"]["mean"] == pytest.approx(3.0)
+    assert deltas["gtn-uniform - baseline"]["mean"] == pytest.approx(1.5)
+    pool = summary["pool"]["kd"]
+    expected = np.mean([accuracy("standard", s, seed) for s in STUDENTS for seed in SEEDS])
+    assert pool["standard"] == pytest.approx(expected)
+    assert pool["gtn-uniform"] - pool["standard"] == pytest.approx(0.02)
+    assert any(line.startswith("| **pool mean** |") for line in lines)
+
+
+def test_bootstrap_interval_covers_the_mean_and_shrinks_with_more_data():
+    rng = np.random.default_rng(1)
+    few, many = rng.normal(1.0, 1.0, 10), rng.normal(1.0, 1.0, 1000)
+    low, high = tables.bootstrap_ci(few)
+    assert low < few.mean() < high
+    low_many, high_many = tables.bootstrap_ci(many)
+    assert high_many - low_many < (high - low) / 3
+    assert low_many < 1.0 < high_many
+    assert np.isnan(tables.bootstrap_ci([1.0])[0])
+
+
+def test_proxy_ranking_finds_the_score_planted_to_rank(tmp_path):
+    acc = np.linspace(0.5, 0.9, 12)
+    rng = np.random.default_rng(0)
+    rows = []
+    for i, a in enumerate(acc):
+        rows.append({"student": f"p{i:02d}", "params": float(a * 1000),  # monotone: rho = 1
+                     "noise": float(rng.normal()), "reverse": float(-a)})
+        folder = tmp_path / "proxy" / "distill" / f"p{i:02d}" / "seed0"
+        folder.mkdir(parents=True)
+        (folder / "result.json").write_text(json.dumps({"student": f"p{i:02d}",
+                                                        "test_acc": float(a)}))
+    (tmp_path / "proxy" / "scores.json").write_text(json.dumps({"rows": rows}))
+    lines, summary = tables.proxy_table(tmp_path)
+    assert summary["best"] == "params" and summary["students"] == 12
+    assert summary["scores"]["params"]["spearman"] == pytest.approx(1.0)
+    assert summary["scores"]["reverse"]["kendall"] == pytest.approx(-1.0)
+    assert abs(summary["scores"]["noise"]["spearman"]) < 0.7
+    assert (tmp_path / "proxy_scatter.png").stat().st_size > 1000
+
+
+def test_report_is_written_from_partial_results(study):
+    (study / "teachers" / "standard").mkdir(parents=True)
+    (study / "teachers" / "standard" / "done.json").write_text(json.dumps(
+        {"wall_seconds": 10.0, "epoch_seconds": [5.0, 5.0], "final": {}}))
+    path = tables.write_report(study, scale=SCALE, machine="test machine", wall=60.0)
+    text = path.read_text()
+    assert "| gtn-uniform - standard | 12 | +2.00 [+2.00, +2.00] | 12/12 |" in text
+    assert "(proxy study not finished)" in text and "(speed stage not run)" in text
+    assert (study / "teacher_study.png").stat().st_size > 1000
+    assert json.loads((study / "evidence.json").read_text())["scale"]["limit"] == 300
+
+
+def test_scale_flags_parse_and_a_study_refuses_another_scale(tmp_path):
+    args, scale = evidence.parse_args(["--quick", "--seeds", "3,4", "--limit", "500",
+                                       "--samplers", "learned", "--out", str(tmp_path)])
+    assert scale.seeds == (3, 4) and scale.limit == 500 and scale.samplers == ("learned",)
+    assert scale.teacher_epochs == evidence.QUICK.teacher_epochs
+    (tmp_path / "scale.json").write_text(json.dumps({"limit": 1}))
+    with pytest.raises(SystemExit, match="another scale"):
+        evidence.main(["--out", str(tmp_path), "--stages", "report"])
+    with pytest.raises(SystemExit):
+        evidence.parse_args(["--limit", "many"])
