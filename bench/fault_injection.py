@@ -110,7 +110,7 @@ def main() -> int:
         reference("distill", by_name["distill"])
     for name in stages:  # kill within the reference's own duration after the marker
         by_name[name] = _with_delays(by_name[name], completions[name])
-    print(f"references: " + ", ".join(f"{n} {durations[n]:.0f} s" for n in stages),
+    print("references: " + ", ".join(f"{n} {durations[n]:.0f} s" for n in stages),
           flush=True)
 
     def trial(index: int):

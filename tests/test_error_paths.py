@@ -154,7 +154,9 @@ CASES = [
     ("run-out-is-file", ["run", "--out", "{file}"], "is a file"),
     ("run-out-under-file", ["run", "--out", "{file}/out"], "{file}"),
     ("run-out-read-only", ["run", "--out", "{ro}/out"], "{ro}/out"),
-    # (search checks its --out only when it writes, after a minute of searching: not here)
+    ("search-out-is-file", [*SEARCH, "--out", "{file}"], "is a file"),
+    ("search-out-under-file", [*SEARCH, "--out", "{file}/out"], "{file}"),
+    ("search-out-read-only", [*SEARCH, "--out", "{ro}/out"], "{ro}/out"),
     ("export-out-under-file", ["export", "--student", "{student}", "--out", "{file}/s.onnx"],
      "{file}"),
     ("sample-out-under-file", ["space", "sample", "--out", "{file}/s.yaml"], "{file}"),

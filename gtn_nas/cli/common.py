@@ -21,6 +21,27 @@ def out(text: str) -> None:
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
 
+def prepare_output_dir(path: str) -> None:
+    """Creates ``path`` (a directory) now, so a bad ``--out`` fails before the work, not after.
+
+    Raises:
+        ConfigError: ``path`` is a file, lies under a file, or cannot be created or written.
+    """
+    import os
+    from pathlib import Path
+
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{folder} is a file, not an output directory; choose another --out")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the output directory {folder}: "
+                          f"{exc.strerror or exc}; choose another --out") from exc
+    if not os.access(folder, os.W_OK):
+        raise ConfigError(f"cannot write to the output directory {folder}; choose another --out")
+
+
 def space_options(args: argparse.Namespace) -> dict[str, Any]:
     """The common space options given on the command line (None values dropped)."""
     options = {"num_classes": args.num_classes, "in_channels": args.in_channels,

@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from gtn_nas.cli.common import add_space_arguments, log, out, progress_bar, space_for_profile
+from gtn_nas.cli.common import (add_space_arguments, log, out, prepare_output_dir, progress_bar,
+                               space_for_profile)
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
@@ -108,6 +109,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.latency_table and len(profiles) > 1:
         raise ConfigError("--latency-table names one device's table; with several --hw, set "
                           "each profile's latency_table instead")
+    names = "+".join(p.name for p in profiles)
+    path = args.out or f"runs/search-{names}"
+    prepare_output_dir(path)  # a bad --out fails now, not after the search
     space, scorer, scored_by, score_notes = _search_space(args, profiles[0])
     actual = (space.in_channels, space.input_size, space.input_size)
     for profile in profiles:
@@ -123,8 +127,6 @@ def cmd_search(args: argparse.Namespace) -> int:
                                progress=progress_bar("search"))
     for result in results.values():
         result.notes[:0] = score_notes
-    names = "+".join(p.name for p in profiles)
-    path = args.out or f"runs/search-{names}"
     if len(profiles) == 1:
         result = results[profiles[0].name]
         paths = save_search(result, path, space, profiles[0])
