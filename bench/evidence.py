@@ -17,8 +17,10 @@ resumes where it stopped):
    from the GTN teacher (KD, seed 0).
 4. ``proxy``: the scores of the proxy students before training (branch scores with and without
    per-path BN recalibration, params, FLOPs, SynFlow, NASWOT).
-5. ``speed``: ORT vs PyTorch eager for the picks, search time for ``--search-time-candidates``.
-6. ``report``: ``EVIDENCE.md`` and PNGs in ``--out`` (bench/evidence_tables.py).
+5. ``cost``: training-step time and forward FLOPs per image of each teacher method on one
+   batch (bench/teacher_step_time.py's measurement), beside the teachers' wall times.
+6. ``speed``: ORT vs PyTorch eager for the picks, search time for ``--search-time-candidates``.
+7. ``report``: ``EVIDENCE.md`` and PNGs in ``--out`` (bench/evidence_tables.py).
 
 Fashion-MNIST comes from Debian's ``dataset-fashion-mnist``; when it is absent the study
 installs it with apt-get where it runs as root, else says how and stops. Parallel jobs run in
@@ -355,6 +357,65 @@ def proxy_stage(out: Path, scale: Scale) -> None:
     write_json(path, {"rows": rows, "descriptions": descriptions})
 
 
+# ----------------------------------------------------------------------------- cost
+def cost_stage(out: Path, scale: Scale) -> None:
+    """Training-step time and forward FLOPs per image of each teacher method on one batch of
+    the study's data, one thread (as the workers ran): out/cost.json."""
+    import statistics
+
+    import torch
+
+    from gtn_nas.costs import count_flops
+    from gtn_nas.data import load_dataset
+    from gtn_nas.methods.gtn import GTNMethod
+    from gtn_nas.methods.path_sampler import PathSampler
+    from gtn_nas.methods.sftn import SFTNMethod
+    from gtn_nas.methods.standard import StandardMethod
+    from gtn_nas.plugins import build_space
+    from gtn_nas.students import load_sample_file
+    from gtn_nas.teachers import build_teacher
+    from teacher_step_time import _PlainBranches, step_times
+
+    path = out / "cost.json"
+    if read_json(path) is not None:
+        say("cost: finished earlier")
+        return
+    say("cost: step time and forward FLOPs of each teacher method (one thread)")
+    torch.set_num_threads(1)
+    splits = load_dataset(DATA, image_size=scale.image_size, limit=scale.limit, seed=0,
+                          augment=False)
+    space = build_space(SPACE, num_classes=splits.num_classes, in_channels=splits.in_channels,
+                        input_size=splits.image_size, width_mult=WIDTH)
+    images, labels = zip(*(splits.train[i] for i in range(scale.batch_size)))
+    x, y = torch.stack(images), torch.as_tensor(labels)
+
+    def teacher():
+        torch.manual_seed(0)
+        return build_teacher(scale.teacher, num_classes=splits.num_classes,
+                             in_channels=splits.in_channels)
+
+    one = x[:1]
+    standard = StandardMethod(teacher())
+    rows = {"standard": {"step_ms": step_times(standard, x, y, 10) * 1e3,
+                         "mflops": count_flops(standard.teacher, one) / 1e6}}
+    for file in student_files(out):
+        sample = load_sample_file(file, space)
+        sftn = SFTNMethod.build(teacher(), space, sample, splits.image_size)
+        rows[f"sftn-{file.stem}"] = {
+            "step_ms": step_times(sftn, x, y, 10) * 1e3,
+            "mflops": count_flops(_PlainBranches(sftn, space, sample), one) / 1e6}
+    gtn = GTNMethod(teacher(), space, PathSampler(space, "uniform", seed=0), splits.image_size)
+    rows["gtn-uniform"] = {
+        "step_ms": step_times(gtn, x, y, 20) * 1e3,
+        "mflops": statistics.mean(count_flops(_PlainBranches(gtn, space, space.sample(seed)),
+                                              one) for seed in range(20)) / 1e6,
+        "note": "mean over 20 uniformly drawn paths"}
+    for row in rows.values():
+        row["step_ratio"] = row["step_ms"] / rows["standard"]["step_ms"]
+        row["flops_ratio"] = row["mflops"] / rows["standard"]["mflops"]
+    write_json(path, {"batch": scale.batch_size, "threads": 1, "rows": rows})
+
+
 # ----------------------------------------------------------------------------- stage 5
 def speed_stage(out: Path, scale: Scale) -> None:
     """ORT vs PyTorch eager for the picks; search time for N candidates (out/speed.json)."""
@@ -418,7 +479,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Scale
     parser.add_argument("--out", default="runs/evidence")
     parser.add_argument("--quick", action="store_true", help="a reduced study in minutes")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--stages", default="search,teachers,distill,proxy,speed,report")
+    parser.add_argument("--stages", default="search,teachers,distill,proxy,cost,speed,report")
     for field in dataclasses.fields(Scale):
         flag = "--" + field.name.replace("_", "-")
         parser.add_argument(flag, default=None,
@@ -465,6 +526,8 @@ def main(argv: list[str] | None = None) -> int:
         failures += run_tasks(distill_tasks(out, scale), args.workers, "distill")
     if "proxy" in stages:
         proxy_stage(out, scale)
+    if "cost" in stages:
+        cost_stage(out, scale)
     if "speed" in stages:
         speed_stage(out, scale)
     if "report" in stages:

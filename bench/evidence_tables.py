@@ -267,6 +267,17 @@ def cost_table(out: Path, records: dict[str, dict[str, Any]], scale: dict) -> li
         acc = f"{rec['test_acc'] * 100:.1f}" if rec.get("test_acc") is not None else "-"
         lines.append(f"| {name} | {acc} | {rec['wall_seconds']:.0f} | {per_epoch:.1f} | "
                      f"{per_epoch / steps * 1e3:.0f} | {ratio:.2f}x |")
+    cost = _read(out / "cost.json")
+    if cost:
+        lines += ["", f"Training step on one batch of {cost['batch']} (median of 10-20 steps "
+                  f"after 2 warm-up, {cost['threads']} thread; no evaluation), and forward "
+                  f"FLOPs per image of what the step runs (teacher + grafted branches):", "",
+                  "| teacher method | step ms | step vs standard | forward MFLOPs / image | "
+                  "FLOPs vs standard |", "|---|---|---|---|---|"]
+        for name, row in cost["rows"].items():
+            lines.append(f"| {name}{' (' + row['note'] + ')' if row.get('note') else ''} | "
+                         f"{row['step_ms']:.0f} | {row['step_ratio']:.2f}x | "
+                         f"{row['mflops']:.2f} | {row['flops_ratio']:.2f}x |")
     sftn = [r["wall_seconds"] for n, r in records.items() if n.startswith("sftn-")]
     gtn = {n: r["wall_seconds"] for n, r in records.items() if n.startswith("gtn-")}
     if sftn and gtn:
