@@ -14,7 +14,9 @@ resumes where it stopped):
    with the same recipe on the same data.
 3. ``distill``: every (teacher, method in KD/DKD, student, seed), plus each student without a
    teacher (the baseline); the proxy study's ``--proxy-students`` random students distilled
-   from the GTN teacher (KD, seed 0).
+   from the GTN teacher (KD, seed 0). Seed by seed (the proxy study after the first), so a
+   study stopped early holds complete comparisons. Students validate (best epoch) on a
+   ``--student-val-fraction`` split; every accuracy reported is on the official test set.
 4. ``proxy``: the scores of the proxy students before training (branch scores with and without
    per-path BN recalibration, params, FLOPs, SynFlow, NASWOT).
 5. ``cost``: training-step time and forward FLOPs per image of each teacher method on one
@@ -50,6 +52,7 @@ SPACE = "resnet_supernet"
 WIDTH = 0.25
 DATA = "fashion-mnist"
 DKD_OPTIONS = {"warmup_epochs": 1}  # the paper's 20-epoch warm-up scaled to a short recipe
+PROXY_IMAGES = 1000  # validation images each branch score reads (the search's default: all)
 GTN_EVAL_PATHS = 2  # branch accuracies logged per epoch (diagnostics only; 8 costs ~4x the epoch)
 
 
@@ -61,7 +64,8 @@ class Scale:
     image_size: int = 16
     teacher: str = "resnet32"
     teacher_epochs: int = 8
-    student_epochs: int = 3
+    student_epochs: int = 2
+    student_val_fraction: float = 0.02  # students validate on 1,200 images, not 6,000
     seeds: tuple[int, ...] = (0, 1, 2)
     random_students: int = 3
     proxy_students: int = 50
@@ -212,9 +216,14 @@ def distill_tasks(out: Path, scale: Scale) -> list[dict[str, Any]]:
         tasks.extend(_shards(out / "distill" / teacher / method, teacher, method, members,
                              scale.seeds, out, scale))
     proxy = [str(f) for f in sorted((out / "proxy" / "students").glob("*.yaml"))]
-    tasks.extend(_shards(out / "proxy" / "distill", f"gtn-{scale.samplers[0]}", "kd", proxy,
-                         (0,), out, scale))
-    return tasks
+    proxy_tasks = _shards(out / "proxy" / "distill", f"gtn-{scale.samplers[0]}", "kd", proxy,
+                          (0,), out, scale)
+    # A study stopped early holds complete comparisons: seed by seed, KD before DKD, the
+    # proxy study after the first seed.
+    order = {m: i for i, m in enumerate(("none", *scale.methods))}
+    tasks.sort(key=lambda t: (t["seed"], order.get(t["config"]["method"], 9)))
+    first = [t for t in tasks if t["seed"] == scale.seeds[0]]
+    return first + proxy_tasks + tasks[len(first):]
 
 
 def _shards(folder: Path, teacher: str, method: str, students: list[str], seeds, out: Path,
@@ -223,9 +232,11 @@ def _shards(folder: Path, teacher: str, method: str, students: list[str], seeds,
     config = {"teacher": teacher_path, "students": list(students), "method": method,
               "method_options": DKD_OPTIONS if method == "dkd" else {}, "data": DATA,
               "image_size": scale.image_size, "limit": scale.limit, "space": SPACE,
-              "width_mult": WIDTH, "seeds": list(seeds), "export": False}
+              "width_mult": WIDTH, "seeds": list(seeds), "export": False,
+              "data_options": {"val_fraction": scale.student_val_fraction}}
     jobs = [(Path(s).stem, seed) for s in students for seed in seeds]
     return [{"kind": "distill", "dir": str(folder), "config": config, "shard": [k + 1, len(jobs)],
+             "seed": seed,
              "name": f"{teacher}/{method}/{student}/seed{seed}", "epochs": scale.student_epochs,
              "batch_size": scale.batch_size,
              "done": str(folder / student / f"seed{seed}" / "result.json")}
@@ -334,13 +345,14 @@ def proxy_stage(out: Path, scale: Scale) -> None:
     scorers, descriptions = {}, {}
     for sampler in scale.samplers:
         teacher = out / "teachers" / f"gtn-{sampler}" / "teacher.pt"
-        branches = ["combined", "full", 1] if sampler != "uniform" else [1, 3]
+        branches = ["combined", "full"] if sampler != "uniform" else [1]
         for branch in branches:
             for recal in (4, 0):
                 name = f"gtn-{sampler} branch {branch}{'' if recal else ' (shared BN)'}"
                 try:
                     _, scorer = load_branch_scorer(teacher, recalibration_batches=recal,
-                                                   branch=branch, seed=0)
+                                                   branch=branch, seed=0,
+                                                   images=PROXY_IMAGES)
                 except Exception as exc:  # noqa: BLE001 - e.g. no full-path branch
                     say(f"proxy scores: {name} unavailable ({exc})")
                     continue
@@ -461,10 +473,13 @@ def speed_stage(out: Path, scale: Scale) -> None:
         picks[tier] = {"ort_ms": round(ort_ms, 4), "torch_ms": round(float(np.median(times)), 4)}
     profile = dataclasses.replace(profile, budgets=auto_budgets(space, 0))
     timings = {}
-    for score in ("params", "naswot"):
+    # the search itself at the full count (params: no scoring cost), NASWOT at a tenth of it
+    counts = {"params": scale.search_time_candidates,
+              "naswot": max(6, scale.search_time_candidates // 10)}
+    for score, count in counts.items():
         scorer = build_scorer(score, space, data=splits, seed=0)
         started = time.perf_counter()
-        result = run_search(space, profile, budget_evals=scale.search_time_candidates, seed=0,
+        result = run_search(space, profile, budget_evals=count, seed=0,
                             scorer=scorer, scored_by=score, latency_mode="estimate",
                             remeasure=False)
         timings[score] = {"seconds": round(time.perf_counter() - started, 1),

@@ -332,11 +332,22 @@ def write_report(out: Path, *, scale: dict, machine: str, wall: float) -> Path:
         f"{scale['image_size']}x{scale['image_size']}, official 10,000 test images; teacher "
         f"{scale['teacher']} trained {scale['teacher_epochs']} epochs; students of "
         f"resnet_supernet (width 0.25) trained {scale['student_epochs']} epochs (SGD 0.05, "
-        f"cosine, batch {scale['batch_size']}); seeds {list(scale['seeds'])}; "
+        f"cosine, batch {scale['batch_size']}; their validation split is "
+        f"{scale.get('student_val_fraction', 0.1):.0%} of the official training set; every "
+        f"accuracy below is the last epoch's on the test set); seeds {list(scale['seeds'])}; "
         f"{scale['random_students']} random students beside the s/m/l picks; proxy study "
         f"{scale['proxy_students']} students.", "",
         "## Students", "",
         "| student | params | MFLOPs |", "|---|---|---|"]
+    students = 3 + int(scale["random_students"])
+    teachers = 2 + len(scale.get("samplers", ()))  # standard, SFTN, one GTN per sampler
+    planned = (len(scale["methods"]) * teachers + 1) * students * len(scale["seeds"])
+    proxy_done = len(list((out / "proxy" / "distill").glob("*/seed*/result.json")))
+    lines[6:6] = [f"Finished: {len(rows)} of {planned} teacher-study jobs, {proxy_done} of "
+                  f"{scale['proxy_students']} proxy-study jobs"
+                  + (" (**partial: a re-run of the same command finishes the rest**)."
+                     if len(rows) < planned or proxy_done < int(scale["proxy_students"])
+                     else "."), ""]
     seen = {}
     for r in rows:
         seen.setdefault(r["student"], r)

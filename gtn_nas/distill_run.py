@@ -338,7 +338,10 @@ def run_job(config: DistillRunConfig, spec: StudentSpec, seed: int, splits: Data
                          else last.state_dict())
     data_info = {"name": config.data, "root": config.data_root, "image_size": splits.image_size,
                  "seed": seed, "limit": config.limit, "options": dict(config.data_options)}
-    test_last, test_best = accuracy(last, splits.test), accuracy(best, splits.test)
+    test_last = accuracy(last, splits.test)
+    # the best epoch's weights are the last ones when the last epoch validated best
+    same = method.best_state is None or method.best_epoch == len(result.history)
+    test_best = test_last if same else accuracy(best, splits.test)
     example = spec.space.example_input()
     record: dict[str, Any] = {
         "format": RESULT_FORMAT, "student": spec.name, "seed": seed, "method": config.method,

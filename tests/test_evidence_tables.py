@@ -18,7 +18,7 @@ STUDENTS = ("s", "m", "l", "random00")
 SEEDS = (0, 1, 2)
 SCALE = {"limit": 300, "image_size": 16, "teacher": "resnet32", "teacher_epochs": 1,
          "student_epochs": 1, "seeds": list(SEEDS), "random_students": 1, "proxy_students": 6,
-         "batch_size": 64, "methods": ["kd"]}
+         "batch_size": 64, "methods": ["kd"], "samplers": ["uniform"]}
 
 
 def accuracy(teacher: str, student: str, seed: int) -> float:
