@@ -3,8 +3,8 @@ directory.
 
 1. ``teacher/``: a GTN teacher (:func:`gtn_nas.train_teacher.train_teacher`);
 2. ``search/``: s/m/l students for this machine (``host_cpu``) and every other profile given,
-   ranked by ``search.score`` (default ``auto``: NASWOT, which ranked trained students best in
-   docs/BENCHMARKS.md; ``branch`` scores paths through the GTN teacher and falls back to a
+   ranked by ``search.score`` (default ``auto``: the parameter count, which ranked distilled
+   students best in the evidence study, docs/BENCHMARKS.md; ``branch`` scores paths through the GTN teacher and falls back to a
    proxy when its scores sit at chance), latency measured here or from tables;
 3. ``distill/<method>/`` and ``distill/none/``: each pick distilled from the teacher and the
    same students trained without a teacher (the baseline), exported to ONNX
@@ -80,7 +80,7 @@ class SearchStage:
     strategy: str = "evolution"
     budgets: Literal["auto", "profile"] = "auto"
     latency: Literal["auto", "table", "measure", "estimate"] = "auto"
-    score: str = "auto"          # auto (the benchmark's best: naswot), branch, params, flops, synflow
+    score: str = "auto"          # auto (the evidence study's best: params), branch, flops, synflow, naswot
 
 
 @dataclass

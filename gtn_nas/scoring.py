@@ -12,8 +12,7 @@ Kinds (:func:`build_scorer`):
   the shared statistics are restored).
 - ``params``, ``flops``, ``synflow``, ``naswot``: proxies (:mod:`gtn_nas.proxies`).
 
-The default kind is ``naswot`` (:data:`DEFAULT_SCORE`, chosen by measurement; it needs
-training images).
+The default kind is ``params`` (:data:`DEFAULT_SCORE`, chosen by the evidence study).
 
 :func:`resolve_scorer` is the at-chance rule: a branch scorer whose scores sit at chance is
 replaced by a named proxy, with a note saying so.
@@ -38,12 +37,15 @@ from gtn_nas.space import Sample, SupernetSpace
 
 BRANCHES_FORMAT = "gtn-nas-gtn-branches/1"
 SCORES = ("branch", "params", "flops", "synflow", "naswot")
-DEFAULT_SCORE = "naswot"
-"""The default of :func:`build_scorer`: on 30 digits students NASWOT ranked trained test
-accuracy best (Spearman +0.75 [0.48, 0.89]), FLOPs next (+0.68), the teacher's branch score did
-not beat the parameter count (docs/BENCHMARKS.md, "GTN: ... path scores")."""
+DEFAULT_SCORE = "params"
+"""The default of :func:`build_scorer` and of ``--score auto``: in the evidence study (50 random
+students distilled from the GTN teacher on Fashion-MNIST) the parameter count ranked test
+accuracy best (Spearman +0.62 [0.37, 0.79]; the recalibrated branch score +0.50, FLOPs +0.41,
+SynFlow +0.39, NASWOT +0.19). On 30 digits students trained from scratch NASWOT had ranked best
+(+0.75, params +0.37): the proxies do not carry across data, the parameter count is the
+simplest of those that held up (docs/BENCHMARKS.md, "Evidence study")."""
 FALLBACK_SCORE = "flops"
-"""The proxy :func:`resolve_scorer` falls back to without training images (NASWOT with them)."""
+"""What ``--score auto`` falls back to if its default needs training images and none are given."""
 AT_CHANCE_SIGMAS = 3.0
 
 
@@ -363,21 +365,20 @@ def resolve_scorer(scorer: Scorer, samples: Sequence[Mapping[str, Any]] | None =
     Args:
         scorer: Any Scorer (proxies are always kept unless every score is equal).
         samples: The probe students.
-        fallback: The replacing score (default: ``naswot`` when ``build_options`` has
-            ``data``, else :data:`FALLBACK_SCORE`).
+        fallback: The replacing score (default: :data:`DEFAULT_SCORE`).
         **build_options: For :func:`build_scorer` (``data``, ``seed``, ...).
 
     Example:
         >>> scorer, note = resolve_scorer(build_scorer("branch", teacher_path=path),
         ...                               data=splits)                        # doctest: +SKIP
-        >>> note  # None, or "branch scores are at chance: ...; scored by NASWOT ..."  # doctest: +SKIP
+        >>> note  # None, or "branch scores are at chance: ...; scored by log10(parameters)"  # doctest: +SKIP
     """
     samples = list(samples) if samples is not None else probe_samples(scorer.space)
     note = scorer.check_informative(samples)
     if note is None:
         return scorer, None
     if fallback is None:
-        fallback = "naswot" if build_options.get("data") is not None else FALLBACK_SCORE
+        fallback = DEFAULT_SCORE
     replacement = build_scorer(fallback, scorer.space, **build_options)
     return replacement, f"{note}; not ranking by them: scored by {replacement.description}"
 
@@ -387,8 +388,8 @@ def search_scorer(kind: str, space: SupernetSpace | None, *, teacher_path=None,
                   ) -> tuple[Scorer, list[str]]:
     """The scorer a search ranks by, as ``gtn-nas search --score`` and ``gtn-nas run`` build it.
 
-    ``kind`` is a name of :data:`SCORES` or ``auto`` (:data:`DEFAULT_SCORE`; without training
-    ``data`` a NASWOT score cannot run, and FLOPs rank instead). Every scorer then passes the
+    ``kind`` is a name of :data:`SCORES` or ``auto`` (:data:`DEFAULT_SCORE`; a NASWOT default
+    without training ``data`` falls back to FLOPs). Every scorer then passes the
     at-chance rule (:func:`resolve_scorer`). Returns the scorer and notes for the summary.
 
     Raises:
@@ -398,7 +399,7 @@ def search_scorer(kind: str, space: SupernetSpace | None, *, teacher_path=None,
     if kind == "auto":
         kind = DEFAULT_SCORE
         if kind == "naswot" and data is None:
-            kind = "flops"
+            kind = FALLBACK_SCORE
             notes.append("NASWOT needs training images; ranked by FLOPs instead")
     scorer = build_scorer(kind, space, teacher_path=teacher_path, space_override=space_override,
                           data=data, seed=seed)

@@ -91,10 +91,13 @@ def test_at_chance_scores_fall_back_to_a_named_proxy(space):
     assert replacement.kind == "params" and "log10(parameters)" in why
     params = build_scorer("params", space)
     assert resolve_scorer(params, samples) == (params, None)
-    assert resolve_scorer(scorer, samples)[0].kind == "flops", "no images: FLOPs"
+    assert resolve_scorer(scorer, samples)[0].kind == "params", "the measured best"
     images = torch.randn(16, 3, SIZE, SIZE)
     chosen, _ = resolve_scorer(scorer, samples, data=images, naswot_batches=1, batch_size=8)
-    assert chosen.kind == "naswot", "with training images: NASWOT, the measured best"
+    assert chosen.kind == "params", "with training images too: the default score"
+    chosen, _ = resolve_scorer(scorer, samples, fallback="naswot", data=images,
+                               naswot_batches=1, batch_size=8)
+    assert chosen.kind == "naswot"
 
 
 def test_build_scorer_checks_what_each_kind_needs(space):

@@ -179,9 +179,10 @@ def register(commands) -> None:
                                           "its branches for --score branch)")
     search.add_argument("--score", default="auto",
                         choices=("auto", "branch", "params", "flops", "synflow", "naswot"),
-                        help="how candidates are ranked; auto (default): naswot on training "
-                             "images (the teacher run's, or --data), else flops; branch: the "
-                             "GTN teacher's branch accuracy, replaced by a proxy when at chance")
+                        help="how candidates are ranked; auto (default): params, the best "
+                             "ranking score of the evidence study; naswot uses training images "
+                             "(the teacher run's, or --data); branch: the GTN teacher's branch "
+                             "accuracy, replaced by params when at chance")
     search.add_argument("--data", help="dataset whose training images feed naswot "
                                        "(without --teacher)")
     search.add_argument("--data-root", help="dataset folder")
