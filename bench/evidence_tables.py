@@ -135,6 +135,8 @@ def study_tables(rows: list[dict[str, Any]], methods: Sequence[str]) -> tuple[li
                   "|---|---|---|---|"]
         comparisons = [(t, "standard") for t in columns if t != "standard"]
         comparisons += [(t, "sftn") for t in columns if t.startswith("gtn-") and "sftn" in columns]
+        samplers = [t for t in columns if t.startswith("gtn-")]
+        comparisons += [(a, b) for i, a in enumerate(samplers) for b in samplers[i + 1:]]
         comparisons += [(t, "baseline") for t in columns
                         if t not in ("baseline",) and "baseline" in columns]
         for a, b in comparisons:
