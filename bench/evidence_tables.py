@@ -214,8 +214,10 @@ def _proxy_figure(out: Path, rows, acc, names, summary) -> None:
                              squeeze=False)
     for ax, name in zip(axes.flat, shown):
         ax.scatter([r[name] for r in rows], acc * 100, s=12)
-        if name in ("params", "flops", "synflow"):
-            ax.set_xscale("symlog" if name == "synflow" else "log")
+        if name == "synflow":
+            ax.set_xscale("symlog")
+        ax.set_xlabel({"params": "log10(parameters)", "flops": "log10(FLOPs)"}.get(name, "score"),
+                      fontsize=8)
         ax.set_title(f"{name}\nSpearman {summary[name]['spearman']:+.2f}", fontsize=8)
         ax.set_ylabel("test top-1 %", fontsize=8)
         ax.tick_params(labelsize=7)
@@ -249,7 +251,7 @@ def teacher_figure(out: Path, summary: dict) -> None:
     finite = [v * 100 for m in methods for v in pool[m].values() if v is not None]
     if finite:
         ax.set_ylim(min(finite) - 2, max(finite) + 1)
-    ax.legend(fontsize=8, ncol=3)
+    ax.legend(fontsize=8, ncol=len(teachers), loc="upper center", bbox_to_anchor=(0.5, -0.1))
     ax.set_title("Students by teacher (Fashion-MNIST)")
     fig.tight_layout()
     save_figure(fig, out / "teacher_study.png")
@@ -301,14 +303,15 @@ def speed_lines(out: Path) -> list[str]:
     speed = _read(out / "speed.json")
     if not speed:
         return ["(speed stage not run)", ""]
-    lines = [f"Picks at the study's input (1x1x{'{'}size{'}'}), {speed['threads']} threads, "
-             "median of the profile's runs:".replace("{size}", "16x16"), "",
+    lines = [f"Picks at the study's input (batch 1, the study's image size), {speed['threads']} "
+             "threads, median of the profile's 50 runs after 10 warm-up:", "",
              "| pick | ONNX Runtime ms | PyTorch eager ms | eager / ORT |", "|---|---|---|---|"]
     for tier, p in speed["picks"].items():
         lines.append(f"| {tier} | {p['ort_ms']:.3f} | {p['torch_ms']:.3f} | "
                      f"{p['torch_ms'] / p['ort_ms']:.1f}x |")
-    lines += ["", f"Search time ({speed['latency_mode']} latency):", "",
-              "| score | candidates | seconds | ms per candidate |", "|---|---|---|---|"]
+    lines += ["", f"Search time (NNI evolution; latency: {speed['latency_mode']}; candidates "
+              f"are the distinct students among the evaluations asked for):", "",
+              "| score | distinct candidates | seconds | ms per candidate |", "|---|---|---|---|"]
     for score, t in speed["search"].items():
         lines.append(f"| {score} | {t['candidates']} | {t['seconds']:.1f} | "
                      f"{t['seconds'] / max(1, t['candidates']) * 1e3:.1f} |")
