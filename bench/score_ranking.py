@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -37,15 +38,8 @@ from gtn_nas.methods.standard import StandardMethod
 from gtn_nas.scoring import build_scorer, load_branch_scorer
 from gtn_nas.train_teacher import TeacherRunConfig
 
-
-def bootstrap(x: np.ndarray, y: np.ndarray, fn, rounds: int, seed: int) -> tuple[float, float]:
-    rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(rounds):
-        idx = rng.integers(0, len(x), len(x))
-        if len(set(x[idx])) > 1 and len(set(y[idx])) > 1:
-            values.append(fn(x[idx], y[idx])[0])
-    return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from evidence_tables import rank_ci as bootstrap  # noqa: E402  (one rank-correlation bootstrap)
 
 
 def main() -> None:
