@@ -22,7 +22,10 @@ resumes where it stopped):
 5. ``cost``: training-step time and forward FLOPs per image of each teacher method on one
    batch (bench/teacher_step_time.py's measurement), beside the teachers' wall times.
 6. ``speed``: ORT vs PyTorch eager for the picks, search time for ``--search-time-candidates``.
-7. ``report``: ``EVIDENCE.md`` and PNGs in ``--out`` (bench/evidence_tables.py).
+7. ``latency``: bench/latency_table.py (a host_cpu table built here; ``--latency-students``
+   held-out students measured twice: the predictor's error beside the machine's own repeat).
+8. ``e2e``: README's main command (``gtn-nas run``) timed, the environment already built.
+9. ``report``: ``EVIDENCE.md`` and PNGs in ``--out`` (bench/evidence_tables.py).
 
 Fashion-MNIST comes from Debian's ``dataset-fashion-mnist``; when it is absent the study
 installs it with apt-get where it runs as root, else says how and stops. Parallel jobs run in
@@ -71,13 +74,15 @@ class Scale:
     proxy_students: int = 50
     search_evals: int = 200
     search_time_candidates: int = 2000
+    latency_students: int = 100
     samplers: tuple[str, ...] = ("uniform", "learned")
     methods: tuple[str, ...] = ("kd", "dkd")
     batch_size: int = 64
 
 
 QUICK = Scale(limit=400, teacher_epochs=1, student_epochs=1, seeds=(0, 1), random_students=1,
-              proxy_students=6, search_evals=12, search_time_candidates=60)
+              proxy_students=6, search_evals=12, search_time_candidates=60,
+              latency_students=10)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -488,13 +493,54 @@ def speed_stage(out: Path, scale: Scale) -> None:
                       "latency_mode": "estimate (roofline; no table is shipped)"})
 
 
+# ----------------------------------------------------------------------------- stage 7, 8
+def latency_stage(out: Path, scale: Scale) -> None:
+    """bench/latency_table.py (a table built here, held-out students measured twice):
+    out/latency.md."""
+    path = out / "latency.md"
+    if path.is_file():
+        say("latency: finished earlier")
+        return
+    say(f"latency: building a host_cpu table and measuring {scale.latency_students} held-out "
+        f"students twice (bench/latency_table.py)")
+    script = Path(__file__).resolve().parent / "latency_table.py"
+    done = subprocess.run([sys.executable, str(script), "--space", "resnet_supernet",
+                           "--students", str(scale.latency_students)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"evidence: bench/latency_table.py failed: {done.stderr[-300:]}")
+    from gtn_nas.fileio import atomic_write_text
+
+    atomic_write_text(path, done.stdout)
+
+
+def e2e_stage(out: Path) -> None:
+    """README's main command (`gtn-nas run`, default settings) timed: out/e2e.json."""
+    path = out / "e2e.json"
+    if read_json(path) is not None:
+        say("e2e: finished earlier")
+        return
+    say("e2e: timing README's main command (gtn-nas run on digits)")
+    run_dir = out / "e2e-run"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    started = time.perf_counter()
+    done = subprocess.run([shutil.which("gtn-nas") or "gtn-nas", "run", "--out", str(run_dir)],
+                          capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"evidence: gtn-nas run failed: {done.stderr[-300:]}")
+    write_json(path, {"seconds": round(seconds, 1), "command": "gtn-nas run (./dev run)",
+                      "environment": "already built"})
+
+
 # ----------------------------------------------------------------------------- main
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Scale]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="runs/evidence")
     parser.add_argument("--quick", action="store_true", help="a reduced study in minutes")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--stages", default="search,teachers,distill,proxy,cost,speed,report")
+    parser.add_argument("--stages",
+                        default="search,teachers,distill,proxy,cost,speed,latency,e2e,report")
     for field in dataclasses.fields(Scale):
         flag = "--" + field.name.replace("_", "-")
         parser.add_argument(flag, default=None,
@@ -545,6 +591,10 @@ def main(argv: list[str] | None = None) -> int:
         cost_stage(out, scale)
     if "speed" in stages:
         speed_stage(out, scale)
+    if "latency" in stages:
+        latency_stage(out, scale)
+    if "e2e" in stages:
+        e2e_stage(out)
     if "report" in stages:
         report = write_report(out, scale=dataclasses.asdict(scale),
                               machine=machine_line(), wall=time.perf_counter() - started)

@@ -365,6 +365,13 @@ def write_report(out: Path, *, scale: dict, machine: str, wall: float) -> Path:
     lines += ["## Teachers and cost", ""] + cost_table(out, records, scale)
     lines += ["## Proxy study", "", "![proxy scatter](proxy_scatter.png)", ""] + proxy
     lines += ["## Speed", ""] + speed_lines(out)
+    latency = out / "latency.md"
+    lines += ["## Latency predicted vs measured (host_cpu)", "",
+              latency.read_text().strip() if latency.is_file() else "(latency stage not run)", ""]
+    e2e = _read(out / "e2e.json")
+    lines += ["## README's main command", "",
+              f"`{e2e['command']}`, environment {e2e['environment']}: {e2e['seconds'] / 60:.1f} "
+              f"min." if e2e else "(e2e stage not run)", ""]
     path = out / "EVIDENCE.md"
     path.write_text("\n".join(lines) + "\n")
     (out / "evidence.json").write_text(json.dumps(
