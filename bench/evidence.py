@@ -1,8 +1,8 @@
 """The evidence study: does a GTN teacher give better students, does a score rank them, at what
 cost, and are the latencies right? One command regenerates every table and figure:
 
-    ./dev bench                      # the study at the scale below (about 1.5 h on 2 cores)
-    ./dev bench --quick              # the same stages, reduced, in a few minutes
+    ./dev bench                      # the study at the scale below (about 1.7 h on 2 cores)
+    ./dev bench --quick              # the same stages, reduced, in about 20 minutes
     ./dev bench --out DIR --workers 2 --seeds 0,1,2 --limit 3000 ...   (see --help)
 
 Stages (each result is written when done; a re-run skips what is finished, so a killed study
