@@ -11,6 +11,19 @@ from gtn_nas.plugins import SPACES, build_space
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_PLUGIN = f"{ROOT / 'examples' / 'custom_space_plugin.py'}:build_tiny_space"
+
+
+def image_tree(root: Path, parts: dict[str, int], classes=("cat", "dog", "fox")) -> None:
+    """Writes an ImageFolder-style tree: ``root/<part>/<class>/<i>.png``, small RGB images."""
+    from PIL import Image
+
+    for part, per_class in parts.items():
+        for c, name in enumerate(classes):
+            folder = root / part / name
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                colour = (80 * c, 10 * i, 200 - 60 * c)
+                Image.new("RGB", (12, 10), colour).save(folder / f"{i}.png")
 # Small but real: narrow channels and 16x16 inputs keep each forward pass in milliseconds.
 SMALL = dict(width_mult=0.25, num_classes=10, input_size=16)
 SPACE_SPECS = SPACES.names() + [EXAMPLE_PLUGIN]

@@ -11,6 +11,7 @@ import torch
 
 from gtn_nas.data import DataSplits, dataset_names, load_dataset, make_loaders
 from gtn_nas.errors import ConfigError, DataError
+from tests.conftest import image_tree
 
 FASHION_SYSTEM_ROOT = Path("/usr/share/datasets/fashion-mnist")
 
@@ -237,20 +238,8 @@ def test_cifar100_empty_folder_wrapped(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- imagefolder
 
-def _image_tree(root: Path, parts: dict[str, int], classes=("cat", "dog", "fox")) -> None:
-    from PIL import Image
-
-    for part, per_class in parts.items():
-        for c, name in enumerate(classes):
-            folder = root / part / name
-            folder.mkdir(parents=True)
-            for i in range(per_class):
-                colour = (80 * c, 10 * i, 200 - 60 * c)
-                Image.new("RGB", (12, 10), colour).save(folder / f"{i}.png")
-
-
 def test_imagefolder_layout_with_test(tmp_path: Path) -> None:
-    _image_tree(tmp_path, {"train": 4, "val": 2, "test": 2})
+    image_tree(tmp_path, {"train": 4, "val": 2, "test": 2})
     splits = load_dataset("imagefolder", root=tmp_path)
     assert splits.class_names == ("cat", "dog", "fox") and splits.num_classes == 3
     assert (len(splits.train), len(splits.val), len(splits.test)) == (12, 6, 6)
@@ -261,7 +250,7 @@ def test_imagefolder_layout_with_test(tmp_path: Path) -> None:
 
 
 def test_imagefolder_test_carved_from_val(tmp_path: Path) -> None:
-    _image_tree(tmp_path, {"train": 4, "val": 3})
+    image_tree(tmp_path, {"train": 4, "val": 3})
     splits = load_dataset("imagefolder", root=tmp_path, seed=1)
     assert len(splits.train) == 12 and len(splits.val) + len(splits.test) == 9
     assert len(splits.test) == 6  # share test/(val+test) = 0.2/0.3
@@ -279,8 +268,8 @@ def test_imagefolder_errors(tmp_path: Path) -> None:
     with pytest.raises(DataError) as info:
         load_dataset("imagefolder", root=tmp_path / "empty")
     assert "<root>/train/<class>" in _one_line(info)
-    _image_tree(tmp_path / "mixed", {"train": 2})
-    _image_tree(tmp_path / "mixed", {"val": 2}, classes=("cat", "dog", "owl"))
+    image_tree(tmp_path / "mixed", {"train": 2})
+    image_tree(tmp_path / "mixed", {"val": 2}, classes=("cat", "dog", "owl"))
     with pytest.raises(DataError) as info:
         load_dataset("imagefolder", root=tmp_path / "mixed")
     message = _one_line(info)

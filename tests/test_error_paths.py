@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from gtn_nas.cli import main
+from tests.conftest import image_tree
 
 TRAIN = ["--epochs", "1", "--max-steps-per-epoch", "1", "--batch-size", "32", "--limit", "300"]
 TEACHER = ["train-teacher", "--teacher", "tiny", "--method", "standard", "--data", "digits",
@@ -52,18 +53,6 @@ def _immutable_folder(path: Path) -> Path | None:
     (path / "probe").unlink()
     subprocess.run(["chattr", "-i", str(path)], capture_output=True)
     return None
-
-
-def _image_tree(root: Path, parts: dict[str, int], classes=("cat", "dog", "fox")) -> None:
-    from PIL import Image
-
-    for part, per_class in parts.items():
-        for c, name in enumerate(classes):
-            folder = root / part / name
-            folder.mkdir(parents=True)
-            for i in range(per_class):
-                Image.new("RGB", (12, 10), (80 * c, 10 * i, 200 - 60 * c)).save(
-                    folder / f"{i}.png")
 
 
 @pytest.fixture(scope="module")
@@ -100,8 +89,8 @@ def files(tmp_path_factory):
     (root / "no_images" / "train" / "cat").mkdir(parents=True)
     (root / "no_images" / "train" / "dog").mkdir(parents=True)
     made["no_images"] = root / "no_images"
-    _image_tree(root / "mismatch", {"train": 3})
-    _image_tree(root / "mismatch", {"val": 2}, classes=("cat", "dog", "owl"))
+    image_tree(root / "mismatch", {"train": 3})
+    image_tree(root / "mismatch", {"val": 2}, classes=("cat", "dog", "owl"))
     made["mismatch"] = root / "mismatch"
     profile = yaml.safe_load((Path(__file__).resolve().parents[1] / "hw_profiles" /
                               "host_cpu.yaml").read_text())
