@@ -44,8 +44,6 @@ accuracy best (Spearman +0.62 [0.37, 0.79]; the recalibrated branch score +0.50,
 SynFlow +0.39, NASWOT +0.19). On 30 digits students trained from scratch NASWOT had ranked best
 (+0.75, params +0.37): the proxies do not carry across data, the parameter count is the
 simplest of those that held up (docs/BENCHMARKS.md, "Evidence study")."""
-FALLBACK_SCORE = "flops"
-"""What ``--score auto`` falls back to if its default needs training images and none are given."""
 AT_CHANCE_SIGMAS = 3.0
 
 
@@ -388,8 +386,8 @@ def search_scorer(kind: str, space: SupernetSpace | None, *, teacher_path=None,
                   ) -> tuple[Scorer, list[str]]:
     """The scorer a search ranks by, as ``gtn-nas search --score`` and ``gtn-nas run`` build it.
 
-    ``kind`` is a name of :data:`SCORES` or ``auto`` (:data:`DEFAULT_SCORE`; a NASWOT default
-    without training ``data`` falls back to FLOPs). Every scorer then passes the
+    ``kind`` is a name of :data:`SCORES` or ``auto`` (:data:`DEFAULT_SCORE`, which needs no
+    training ``data``). Every scorer then passes the
     at-chance rule (:func:`resolve_scorer`). Returns the scorer and notes for the summary.
 
     Raises:
@@ -398,9 +396,6 @@ def search_scorer(kind: str, space: SupernetSpace | None, *, teacher_path=None,
     notes: list[str] = []
     if kind == "auto":
         kind = DEFAULT_SCORE
-        if kind == "naswot" and data is None:
-            kind = FALLBACK_SCORE
-            notes.append("NASWOT needs training images; ranked by FLOPs instead")
     scorer = build_scorer(kind, space, teacher_path=teacher_path, space_override=space_override,
                           data=data, seed=seed)
     scorer, note = resolve_scorer(scorer, data=data, seed=seed)
