@@ -10,15 +10,21 @@ functions themselves are pure and live in :mod:`gtn_nas.losses`.
 method       loss (defaults: ../shared/METHODS.md section 5 and the methods' official code)
 ============ ==================================================================================
 ``kd``       ``0.1 * CE + 0.9 * T^2 * KL(teacher || student)`` at ``T = 4`` (Hinton)
-``dkd``      ``CE + min(epoch / 20, 1) * T^2 * (1 * TCKD + 8 * NCKD)`` at ``T = 4`` (Zhao et al.)
+``dkd``      ``CE + min(epoch / W, 1) * T^2 * (1 * TCKD + beta * NCKD)`` at ``T = 4`` (Zhao et al.);
+             W = 1/12 of the epochs (the paper's 20 of 240) unless ``warmup_epochs`` is given
 ``fitnets``  ``CE + 100 * mean_cuts MSE(adapter(f_s), f_t)`` with learned 1x1 adapters (Romero et al.)
 ``at``       ``CE + 1000 * sum_cuts AT(f_s, f_t)``, attention maps with ``p = 2`` (Zagoruyko et al.)
+``ls``       ``CE`` with label smoothing ``0.1``, no teacher: the control that separates "soft
+             labels" from "this teacher" (Yuan et al. 2020)
 ``none``     ``CE`` only: the no-teacher baseline
 ``gpd``      GPD's dynamic teacher (:mod:`gtn_nas.methods.gpd`), with or without a static teacher
 ============ ==================================================================================
 
 The teacher never receives gradient; it runs in eval mode (``teacher_mode="eval"``, the
-default) or, with ``teacher_mode="train"``, with batch statistics during training steps. Student
+default) or, with ``teacher_mode="train"``, with batch statistics during training steps. It sees
+exactly the student's (augmented) batch. In eval mode a distiller runs the student alone
+(``{"loss": CE, "ce", "logits"}``): validation scores the student, and the frozen teacher's own
+accuracy is computed once per job by the caller, not every epoch. Student
 features for FitNets and AT are taken at the same 3 cuts as the teacher's (after the space's
 blocks 1, 2, 3); a student feature of another resolution is average-pooled (or bilinearly
 resized) to the teacher's.
@@ -45,13 +51,22 @@ import torch.nn.functional as F
 from torch import nn
 
 from gtn_nas.errors import ConfigError
-from gtn_nas.losses import attention_transfer_loss, dkd_loss, dkd_warmup_factor, hint_loss, kd_loss
+from gtn_nas.losses import (attention_transfer_loss, dkd_loss, dkd_warmup_factor, hint_loss,
+                            kd_loss, labelled_cross_entropy)
 from gtn_nas.registry import Registry
 
 TeacherMode = Literal["eval", "train"]
 
 DISTILLERS: Registry[Callable[..., "Distiller"]] = Registry("distillation method")
-"""Method name -> distiller class (``kd``, ``dkd``, ``fitnets``, ``at``, ``none``, ``gpd``)."""
+"""Method name -> distiller class (``kd``, ``dkd``, ``fitnets``, ``at``, ``ls``, ``none``,
+``gpd``)."""
+
+TEACHERLESS = ("none", "ls")
+"""Methods that train a student without a teacher: the baselines a distilled student must beat."""
+
+UNLABELLED_IMAGES = ("kd", "fitnets", "at")
+"""Methods whose teacher terms need no label, so they can learn from unlabelled images too
+(DKD splits the target class from the rest, GPD's dynamic teacher trains on labels)."""
 
 
 def student_features(student: nn.Module, block_units: Sequence[Sequence[str]],
@@ -141,6 +156,12 @@ class Distiller(nn.Module):
         """The plain student to save and export (its architecture is the frozen sample's)."""
         return self.student
 
+    def student_only(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
+        """The student's logits and plain CE (what validation needs; no teacher runs)."""
+        logits = self.student(x)
+        ce = F.cross_entropy(logits, y)
+        return {"loss": ce, "ce": ce, "logits": logits}
+
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
         raise NotImplementedError
 
@@ -157,9 +178,34 @@ class NoTeacher(Distiller):
         super().__init__(student, None, block_units, teacher_mode)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
+        return self.student_only(x, y)
+
+
+@DISTILLERS.register("ls")
+class LabelSmoothing(Distiller):
+    """No teacher, smoothed targets: ``CE`` against ``(1 - eps) * one_hot + eps / K``.
+
+    The control for KD (which acts partly as learned label smoothing): a distilled student that
+    beats training alone but not this one gained soft labels, not this teacher's knowledge.
+    Validation scores the plain CE.
+    """
+
+    needs_teacher = False
+
+    def __init__(self, student: nn.Module, teacher: nn.Module | None = None,
+                 block_units: Sequence[Sequence[str]] = (), teacher_mode: TeacherMode = "eval",
+                 *, smoothing: float = 0.1) -> None:
+        super().__init__(student, None, block_units, teacher_mode)
+        if not 0 <= smoothing < 1:
+            raise ConfigError(f"smoothing must be in [0, 1), got {smoothing}")
+        self.smoothing = float(smoothing)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
+        if not self.training:
+            return self.student_only(x, y)
         logits = self.student(x)
-        ce = F.cross_entropy(logits, y)
-        return {"loss": ce, "ce": ce, "logits": logits}
+        loss = F.cross_entropy(logits, y, label_smoothing=self.smoothing)
+        return {"loss": loss, "ls_ce": loss, "logits": logits}
 
 
 @DISTILLERS.register("kd")
@@ -175,6 +221,8 @@ class KDDistiller(Distiller):
         self.temperature, self.ce_weight, self.kd_weight = temperature, ce_weight, kd_weight
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
+        if not self.training:
+            return self.student_only(x, y)
         t_logits = self.teacher_outputs(x)[0]
         logits = self.student(x)
         losses = kd_loss(logits, t_logits, y, self.temperature, self.ce_weight, self.kd_weight)
@@ -183,23 +231,41 @@ class KDDistiller(Distiller):
 
 @DISTILLERS.register("dkd")
 class DKDDistiller(Distiller):
-    """Decoupled KD with its linear warm-up (:func:`gtn_nas.losses.dkd_loss`)."""
+    """Decoupled KD with its linear warm-up (:func:`gtn_nas.losses.dkd_loss`).
+
+    ``warmup_epochs`` None (the default) scales the paper's 20-of-240-epoch warm-up to the
+    run: ``round(epochs * warmup_fraction)`` epochs (at least 1, i.e. no warm-up), counted
+    from 1 as mdistiller does. A fixed count longer than the run would keep the distillation
+    term below full weight to the end.
+    """
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None,
                  block_units: Sequence[Sequence[str]] = (), teacher_mode: TeacherMode = "eval",
                  *, alpha: float = 1.0, beta: float = 8.0, temperature: float = 4.0,
-                 ce_weight: float = 1.0, warmup_epochs: int = 20) -> None:
+                 ce_weight: float = 1.0, warmup_epochs: int | None = None,
+                 warmup_fraction: float = 20 / 240) -> None:
         super().__init__(student, teacher, block_units, teacher_mode)
         _check_positive("temperature", temperature)
-        if warmup_epochs < 0:
+        if warmup_epochs is not None and warmup_epochs < 0:
             raise ConfigError(f"warmup_epochs must be >= 0, got {warmup_epochs}")
+        if not 0 <= warmup_fraction <= 1:
+            raise ConfigError(f"warmup_fraction must be in [0, 1], got {warmup_fraction}")
         self.alpha, self.beta, self.temperature = alpha, beta, temperature
         self.ce_weight, self.warmup_epochs = ce_weight, warmup_epochs
+        self.warmup_fraction = warmup_fraction
+        self.run_warmup = warmup_epochs if warmup_epochs is not None else 1
+
+    def on_epoch_start(self, epoch: int, epochs: int) -> None:
+        super().on_epoch_start(epoch, epochs)
+        self.run_warmup = self.warmup_epochs if self.warmup_epochs is not None else max(
+            1, round(epochs * self.warmup_fraction))
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
+        if not self.training:
+            return self.student_only(x, y)
         t_logits = self.teacher_outputs(x)[0]
         logits = self.student(x)
-        factor = dkd_warmup_factor(self.epoch, self.warmup_epochs)
+        factor = dkd_warmup_factor(self.epoch, self.run_warmup)
         losses = dkd_loss(logits, t_logits, y, self.alpha, self.beta, self.temperature,
                           self.ce_weight, factor)
         return {**losses, "logits": logits, "teacher_logits": t_logits}
@@ -258,11 +324,13 @@ class FitNetsDistiller(_FeatureDistiller):
                 nn.Conv2d(s_shape[0], t_shape[0], 1, bias=False), nn.BatchNorm2d(t_shape[0])))
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
+        if not self.training:
+            return self.student_only(x, y)
         logits, t_logits, pairs = self.cut_features(x)
         hints = [hint_loss(adapter(match_resolution(f_s, f_t.shape[-2:])), f_t)
                  for adapter, (f_s, f_t) in zip(self.adapters, pairs)]
         hint = torch.stack(hints).mean()
-        ce = F.cross_entropy(logits, y)
+        ce = labelled_cross_entropy(logits, y)
         return {"loss": self.ce_weight * ce + self.weight * hint, "ce": ce, "hint": hint,
                 "logits": logits, "teacher_logits": t_logits}
 
@@ -282,11 +350,13 @@ class ATDistiller(_FeatureDistiller):
                 raise ConfigError(f"at needs convolutional features at cut {c}")
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
+        if not self.training:
+            return self.student_only(x, y)
         logits, t_logits, pairs = self.cut_features(x)
         terms = [attention_transfer_loss(match_resolution(f_s, f_t.shape[-2:]), f_t, self.p)
                  for f_s, f_t in pairs]
         at = torch.stack(terms).sum()
-        ce = F.cross_entropy(logits, y)
+        ce = labelled_cross_entropy(logits, y)
         return {"loss": self.ce_weight * ce + self.weight * at, "ce": ce, "at": at,
                 "logits": logits, "teacher_logits": t_logits}
 
@@ -341,7 +411,7 @@ def build_distiller(method: str, student: nn.Module, teacher: nn.Module | None,
         if key not in allowed:
             raise ConfigError(f"method {method} has no option '{key}' (options: "
                               f"{', '.join(allowed) or 'none'})")
-    if method == "none" and teacher is not None:
+    if method in TEACHERLESS and teacher is not None:
         teacher = None
     try:
         return factory(student, teacher, block_units, teacher_mode, **options)

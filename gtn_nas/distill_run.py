@@ -35,7 +35,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from gtn_nas.config import read_yaml, to_plain
 from gtn_nas.data import DataSplits, load_dataset
-from gtn_nas.distill import DISTILLERS, build_distiller, copy_student_state
+from gtn_nas.distill import (DISTILLERS, TEACHERLESS, UNLABELLED_IMAGES, build_distiller,
+                             copy_student_state)
 from gtn_nas.engine import TrainConfig, fit
 from gtn_nas.errors import ConfigError
 from gtn_nas.fileio import atomic_write_text, remove_stale_temporaries
@@ -68,9 +69,11 @@ class DistillRunConfig:
     download: bool = False
     image_size: int | None = None
     limit: int | None = None
+    labelled: int | None = None
     space: str | None = None
     width_mult: float = 0.25
     seeds: tuple[int, ...] = (0,)
+    baseline: str | None = None
     export: bool = True
     opset: int = 17
     train: TrainConfig = field(default_factory=student_recipe)
@@ -85,9 +88,21 @@ class DistillRunConfig:
             raise ConfigError(f"seeds must be distinct integers, got {list(self.seeds)}")
         if any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in self.seeds):
             raise ConfigError(f"seeds must be non-negative integers, got {list(self.seeds)}")
-        if self.teacher is None and self.method not in ("none", "gpd"):
+        if self.labelled is not None:
+            if isinstance(self.labelled, bool) or not isinstance(self.labelled, int) \
+                    or self.labelled < 1:
+                raise ConfigError(f"--labelled must be a positive number of images, got "
+                                  f"{self.labelled!r}")
+            if self.limit is not None and self.labelled >= self.limit:
+                raise ConfigError(f"--labelled {self.labelled} must be below --limit "
+                                  f"{self.limit} (the rest are the unlabelled images)")
+            if self.method not in (*TEACHERLESS, *UNLABELLED_IMAGES):
+                raise ConfigError(f"method {self.method} needs every image's label; with "
+                                  f"--labelled use {', '.join(UNLABELLED_IMAGES)} (or "
+                                  f"{' / '.join(TEACHERLESS)}, trained on the labelled images)")
+        if self.teacher is None and self.method not in (*TEACHERLESS, "gpd"):
             raise ConfigError(f"method {self.method} needs --teacher (a teacher.pt); "
-                              f"without a teacher use --method none or gpd")
+                              f"without a teacher use --method none, ls or gpd")
 
 
 @dataclass
@@ -285,7 +300,7 @@ class TrackedDistiller(nn.Module):
 def _job_identity(config: DistillRunConfig, spec: StudentSpec, seed: int,
                   teacher_digest: str | None) -> dict[str, Any]:
     plain = to_plain(config)
-    for key in ("students", "seeds", "export", "opset"):
+    for key in ("students", "seeds", "export", "opset", "baseline"):
         plain.pop(key, None)
     plain["train"]["seed"] = seed
     return {"distill": plain, "student": {"name": spec.name, "space": spec.space.spec,
@@ -384,9 +399,25 @@ def parse_shard(text: str | None) -> tuple[int, int]:
 
 
 def load_splits(config: DistillRunConfig, seed: int = 0) -> DataSplits:
-    return load_dataset(config.data, root=config.data_root, image_size=config.image_size,
-                        seed=seed, limit=config.limit, download=config.download,
-                        **config.data_options)
+    """The run's splits. With ``labelled``, a teacherless method trains on the labelled images
+    alone (the data of a ``limit=labelled`` run); a distiller on every training image, the
+    unlabelled ones without a target (:mod:`gtn_nas.partial_labels`)."""
+    import dataclasses
+
+    def load(limit: int | None) -> DataSplits:
+        return load_dataset(config.data, root=config.data_root, image_size=config.image_size,
+                            seed=seed, limit=limit, download=config.download,
+                            **config.data_options)
+
+    if config.labelled is None:
+        return load(config.limit)
+    if config.method in TEACHERLESS:
+        return load(config.labelled)
+    from gtn_nas.partial_labels import partially_labelled
+
+    splits = load(config.limit)
+    return dataclasses.replace(splits, train=partially_labelled(splits.train,
+                                                                load(config.labelled).train))
 
 
 def distill(config: DistillRunConfig, out_dir: str | os.PathLike, *,
@@ -411,14 +442,17 @@ def distill(config: DistillRunConfig, out_dir: str | os.PathLike, *,
     splits = load_splits(config, seed=0)
     teacher = digest = None
     teacher_acc = None
-    if config.teacher is not None and config.method != "none":
+    if config.teacher is not None and config.method not in TEACHERLESS:
         teacher, _ = load_checked_teacher(config.teacher, splits)
         digest = file_digest(config.teacher)
     specs = resolve_students(tuple(config.students), num_classes=splits.num_classes,
                              in_channels=splits.in_channels, input_size=splits.image_size,
                              space_flag=config.space, width_mult=config.width_mult)
     if teacher is not None:
-        teacher_acc = _teacher_accuracy(out, teacher, digest, splits)
+        teacher_acc = _teacher_accuracy(out, teacher, digest, splits)["test_acc"]
+        for line in guard_against_baseline(out, config.baseline, teacher_acc,
+                                           [spec.name for spec in specs]):
+            say(line)
     atomic_write_text(out / "config.yaml", _yaml(to_plain(config)))
     jobs = [(spec, seed) for spec in specs for seed in config.seeds]
     k, n = shard
@@ -440,18 +474,55 @@ def distill(config: DistillRunConfig, out_dir: str | os.PathLike, *,
 
 
 def _teacher_accuracy(out: Path, teacher: nn.Module, digest: str | None,
-                      splits: DataSplits) -> float:
+                      splits: DataSplits) -> dict[str, Any]:
+    """The frozen teacher's test and validation top-1, computed once per teacher file and data
+    (``teacher.json``), not once per epoch of every job."""
     path = out / "teacher.json"
     try:
         data = json.loads(path.read_text())
-        if data.get("digest") == digest and data.get("data") == splits.name:
-            return float(data["test_acc"])
+        if data.get("digest") == digest and data.get("data") == splits.name \
+                and "val_acc" in data:
+            return data
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    acc = accuracy(teacher, splits.test)
-    atomic_write_text(path, json.dumps({"digest": digest, "data": splits.name,
-                                        "test_acc": acc}) + "\n")
-    return acc
+    data = {"digest": digest, "data": splits.name, "test_acc": accuracy(teacher, splits.test),
+            "val_acc": accuracy(teacher, splits.val)}
+    atomic_write_text(path, json.dumps(data) + "\n")
+    return data
+
+
+GUARD_NAME = "guard.json"
+
+
+def guard_against_baseline(out: Path, baseline: str | None, teacher_acc: float,
+                           students: list[str]) -> list[str]:
+    """The teacher guard (:func:`gtn_nas.deploy.teacher_guard`) for every student with finished
+    runs in the teacherless ``baseline`` directory; the lines are also kept in ``guard.json``
+    for the summary. Accuracy alone: the mean test top-1 of its best-on-validation weights."""
+    from gtn_nas.deploy import teacher_guard
+
+    if baseline is None:
+        return []
+    folder = Path(baseline)
+    if not folder.is_dir():
+        raise ConfigError(f"--baseline {folder}: not a directory (give the --out of a "
+                          f"distill run with --method none or ls)")
+    by_student: dict[str, list[dict[str, Any]]] = {}
+    for record in collect_results(folder):
+        if record.get("method") in TEACHERLESS:
+            by_student.setdefault(record["student"], []).append(record)
+    lines = []
+    for name in students:
+        records = by_student.get(name)
+        if not records:
+            continue
+        alone = sum(r["test_acc_best"] for r in records) / len(records)
+        line = teacher_guard(name, teacher_acc, alone, records[0]["method"])
+        if line:
+            lines.append(line)
+    atomic_write_text(out / GUARD_NAME, json.dumps({"baseline": str(folder),
+                                                    "lines": lines}) + "\n")
+    return lines
 
 
 def _yaml(data: Any) -> str:
@@ -533,8 +604,13 @@ def write_summary(out_dir: str | os.PathLike, teacher_acc: float | None = None
             teacher_acc = None
     results = collect_results(out)
     rows = summarise(results)
+    try:
+        guard = list(json.loads((out / GUARD_NAME).read_text())["lines"])
+    except (OSError, ValueError, KeyError, TypeError):
+        guard = []
     paths = {"json": atomic_write_text(out / "summary.json", json.dumps(
-        {"teacher_test_acc": teacher_acc, "rows": rows, "runs": results}, indent=1) + "\n")}
+        {"teacher_test_acc": teacher_acc, "guard": guard, "rows": rows, "runs": results},
+        indent=1) + "\n")}
     buffer = io.StringIO()
     columns = ["student", "method", "params", "mflops", "latency_ms", "latency_source",
                "test_acc_mean", "test_acc_std", "test_acc_best_mean", "test_acc_best_std",
@@ -558,5 +634,6 @@ def write_summary(out_dir: str | os.PathLike, teacher_acc: float | None = None
                              "epochs"], table), "",
              "Top-1 is mean ± standard deviation over seeds, on the test split; 'best on val' "
              "takes each seed's epoch with the best validation accuracy."]
+    lines += [""] + [f"**Guard:** {line}." for line in guard] if guard else []
     paths["md"] = atomic_write_text(out / "summary.md", "\n".join(lines) + "\n")
     return paths, rows

@@ -440,13 +440,17 @@ class _Meter:
     def update(self, outputs: Mapping[str, Any], targets: torch.Tensor,
                extra: Mapping[str, Any] | None = None) -> None:
         count = int(targets.shape[0])
+        labelled = targets >= 0  # unlabelled items (gtn_nas.partial_labels) have no accuracy
+        scored = int(labelled.sum())
         for key, value in outputs.items():
             if not isinstance(value, torch.Tensor):
                 continue
             if key.endswith("logits"):
+                if not scored:
+                    continue
                 name = "acc" if key == "logits" else key[: -len("logits")] + "acc"
-                correct = (value.detach().argmax(dim=-1) == targets).float().mean().item()
-                self._add(name, correct, count)
+                hits = (value.detach().argmax(dim=-1) == targets) & labelled
+                self._add(name, hits.sum().item() / scored, scored)
             elif value.dim() == 0:
                 self._add(key, float(value.detach()), count)
         for key, value in (extra or {}).items():

@@ -27,6 +27,28 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+
+def labelled_cross_entropy(logits: Tensor, targets: Tensor, label_smoothing: float = 0.0
+                           ) -> Tensor:
+    """Cross-entropy over the items that have a label (target >= 0), mean over them; 0 (with a
+    gradient path) when the batch has none. Equals ``F.cross_entropy`` on a fully labelled
+    batch; unlabelled items carry ``gtn_nas.partial_labels.UNLABELLED``.
+
+    Example:
+        >>> z = torch.tensor([[2.0, 0.0], [0.0, 2.0]])
+        >>> float(labelled_cross_entropy(z, torch.tensor([0, -100]))) == float(
+        ...     F.cross_entropy(z[:1], torch.tensor([0])))
+        True
+        >>> float(labelled_cross_entropy(z, torch.tensor([-100, -100])))
+        0.0
+    """
+    labelled = targets >= 0
+    if bool(labelled.all()):
+        return F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
+    if not bool(labelled.any()):
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits[labelled], targets[labelled], label_smoothing=label_smoothing)
+
 __all__ = [
     "attention_map",
     "attention_transfer_loss",
@@ -145,7 +167,7 @@ def kd_loss(
     """
     _check_classification("student_logits", student_logits, targets)
     _check_same_shape("student_logits", student_logits, "teacher_logits", teacher_logits)
-    ce = F.cross_entropy(student_logits, targets)
+    ce = labelled_cross_entropy(student_logits, targets)
     kd = temperature**2 * soft_kl(teacher_logits.detach(), student_logits, temperature)
     return {"loss": ce_weight * ce + kd_weight * kd, "ce": ce, "kd": kd}
 

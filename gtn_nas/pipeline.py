@@ -1,16 +1,26 @@
 """``gtn-nas run``: the whole job, stage by stage, each stage handing the next files in the run
 directory.
 
-1. ``teacher/``: a GTN teacher (:func:`gtn_nas.train_teacher.train_teacher`);
+1. ``teacher/``: the teacher (:func:`gtn_nas.train_teacher.train_teacher`): by default a
+   resnet32 pre-trained the standard way until it is clearly better than its students will be
+   alone (``teacher/pretrain/``), then fine-tuned as a GTN teacher, its branches warming up
+   with the teacher frozen before the joint training (as the GTN paper fine-tunes pretrained
+   teachers);
 2. ``search/``: s/m/l students for this machine (``host_cpu``) and every other profile given,
    ranked by ``search.score`` (default ``auto``: the parameter count, which ranked distilled
    students best in the evidence study, docs/BENCHMARKS.md; ``branch`` scores paths through the GTN teacher and falls back to a
    proxy when its scores sit at chance), latency measured here or from tables;
-3. ``distill/<method>/`` and ``distill/none/``: each pick distilled from the teacher and the
-   same students trained without a teacher (the baseline), exported to ONNX
-   (:mod:`gtn_nas.distill_run`);
-4. ``report.md``: teacher curves, Pareto plots, distillation curves, the students' table with
-   the gain of distillation over the baseline, and what ran (:mod:`gtn_nas.run_report`).
+3. ``distill/none/``, ``distill/ls/`` then ``distill/<method>/``: the picks trained without a
+   teacher (plain CE, label smoothing: the baselines), then distilled from the teacher, each
+   exported to ONNX (:mod:`gtn_nas.distill_run`); a teacher whose test top-1 is not above a
+   student's alone is named in one line (the guard);
+4. ``deploy/host_cpu/``: per tier the student to deploy, chosen on validation only among the
+   distilled and the teacherless students (never worse than training alone), as
+   ``<tier>.onnx`` + ``<tier>.pt`` and ``deploy.json``; dominated tiers flagged
+   (:mod:`gtn_nas.deploy`);
+5. ``report.md``: teacher curves and its test top-1 beside the students', Pareto plots,
+   distillation curves, the students' table with the gains over both baselines, what is
+   deployed and why, and what ran (:mod:`gtn_nas.run_report`).
 
 ``run.json`` records the resolved configuration and which stages finished; ``resume=True``
 continues a killed run from the first unfinished stage (a half-trained teacher or student
@@ -45,11 +55,17 @@ from gtn_nas.fileio import atomic_write_text, remove_stale_temporaries
 _log = logging.getLogger(__name__)
 
 RUN_FORMAT = "gtn-nas-run/1"
-STAGES = ("teacher", "search", "distill", "report")
+STAGES = ("teacher", "search", "distill", "deploy", "report")
 
 
 def _teacher_train() -> TrainConfig:
-    return TrainConfig(epochs=8, schedule="cosine", progress=False)
+    # GTN fine-tuning of the pre-trained teacher: a tenth of the pre-training's learning rate
+    # (0.05 cost the digits teacher 1.1 points of test top-1, docs/BENCHMARKS.md)
+    return TrainConfig(epochs=6, lr=0.01, schedule="cosine", progress=False)
+
+
+def _pretrain() -> TrainConfig:
+    return TrainConfig(epochs=30, schedule="cosine", progress=False)
 
 
 def _student_train() -> TrainConfig:
@@ -66,9 +82,22 @@ class TeacherStage:
     space: str = "resnet_supernet"
     width_mult: float = 0.25
     sampler: str = "uniform"
-    alpha: float | None = None
+    alpha: float | None = 0.3    # branch KL weight; 0.3 keeps a pre-trained teacher's accuracy
     options: dict[str, Any] = field(default_factory=dict)
     train: TrainConfig = field(default_factory=_teacher_train)
+    pretrain: bool = True
+    pretrain_train: TrainConfig = field(default_factory=_pretrain)
+    warmup_epochs: int | None = None
+
+    def resolved_warmup(self) -> int:
+        """Epochs of ``train`` whose branches learn with the pretrained teacher frozen:
+        ``warmup_epochs``, else half of them (SFTN's rule for pretrained teachers); none
+        without pre-training or for a standard teacher."""
+        if not self.pretrain or self.method == "standard":
+            return 0
+        if self.warmup_epochs is not None:
+            return self.warmup_epochs
+        return self.train.epochs // 2
 
 
 @dataclass
@@ -89,7 +118,8 @@ class DistillStage:
 
     method: str = "kd"
     options: dict[str, Any] = field(default_factory=dict)
-    baseline: bool = True
+    baselines: tuple[str, ...] = ("none", "ls")
+    baseline_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     seeds: tuple[int, ...] = (0,)
     train: TrainConfig = field(default_factory=_student_train)
 
@@ -116,10 +146,31 @@ class RunConfig:
             raise ConfigError(f"search.budget_evals must be >= 6 (3 tiers), got "
                               f"{self.search.budget_evals}")
         self.teacher.train.validate()
+        self.teacher.pretrain_train.validate()
         self.distill.train.validate()
-        if self.distill.method == "none":
-            raise ConfigError("distill.method none is the baseline; choose a distiller "
-                              "(kd, dkd, fitnets, at, gpd)")
+        from gtn_nas.distill import TEACHERLESS
+
+        if self.distill.method in TEACHERLESS:
+            raise ConfigError(f"distill.method {self.distill.method} is a baseline; choose a "
+                              f"distiller (kd, dkd, fitnets, at, gpd)")
+        for name in self.distill.baselines:
+            if name not in TEACHERLESS:
+                raise ConfigError(f"distill.baselines: '{name}' is not a teacherless method "
+                                  f"(choose from {', '.join(TEACHERLESS)})")
+        if self.distill.baselines and "none" not in self.distill.baselines:
+            raise ConfigError("distill.baselines must include none (training alone: the "
+                              "student every distilled one is compared with)")
+        if len(set(self.distill.baselines)) != len(self.distill.baselines):
+            raise ConfigError(f"distill.baselines repeats a method: "
+                              f"{list(self.distill.baselines)}")
+        for name in self.distill.baseline_options:
+            if name not in self.distill.baselines:
+                raise ConfigError(f"distill.baseline_options: '{name}' is not in "
+                                  f"distill.baselines")
+        warmup = self.teacher.resolved_warmup()
+        if warmup < 0 or (warmup and warmup >= self.teacher.train.epochs):
+            raise ConfigError(f"teacher.warmup_epochs must be in [0, teacher.train.epochs), "
+                              f"got {warmup}")
 
 
 def load_run_config(path: str | os.PathLike | None, overrides: dict[str, Any] | None = None
@@ -206,25 +257,44 @@ def teacher_stage(config: RunConfig, run_dir: Path, resume: bool,
     from gtn_nas.train_teacher import TeacherRunConfig, train_teacher
 
     stage = config.teacher
-    train = dataclasses.replace(stage.train, seed=config.seed)
     known = {f.name for f in dataclasses.fields(TeacherRunConfig)}
     for key in stage.options:
-        if key not in known or key in ("data", "train"):
+        if key not in known or key in ("data", "train", "warmup_epochs", "teacher_weights"):
             raise ConfigError(f"teacher.options: unknown teacher-training option '{key}'")
-    teacher_config = from_mapping(TeacherRunConfig, {
-        "method": stage.method, "teacher": stage.teacher,
-        "teacher_options": stage.teacher_options, "data": config.data,
-        "data_root": config.data_root, "data_options": config.data_options,
-        "download": config.download, "image_size": config.image_size, "limit": config.limit,
-        "space": stage.space, "width_mult": stage.width_mult, "sampler": stage.sampler,
-        "alpha": stage.alpha, **stage.options, "train": train}, "teacher")
+    common = {"teacher": stage.teacher, "teacher_options": stage.teacher_options,
+              "data": config.data, "data_root": config.data_root,
+              "data_options": config.data_options, "download": config.download,
+              "image_size": config.image_size, "limit": config.limit, "space": stage.space,
+              "width_mult": stage.width_mult}
     folder = run_dir / "teacher"
+    record: dict[str, Any] = {"method": stage.method, "sampler": stage.sampler}
+    weights = None
+    if stage.pretrain and stage.method != "standard":
+        pretrain = from_mapping(TeacherRunConfig, {
+            **common, "method": "standard",
+            "train": dataclasses.replace(stage.pretrain_train, seed=config.seed)}, "teacher")
+        pre = train_teacher(pretrain, folder / "pretrain",
+                            resume=resume,
+                            on_epoch_end=on_epoch_end)
+        weights = str(pre.teacher_path)
+        final = pre.fit.history[-1] if pre.fit.history else {}
+        record["pretrain"] = {
+            "teacher": str(pre.teacher_path.relative_to(run_dir)),
+            "curves": "teacher/pretrain/curves.png" if pre.curves_path else None,
+            "epochs": stage.pretrain_train.epochs,
+            "final": {k: v for k, v in final.items() if isinstance(v, (int, float))}}
+    teacher_config = from_mapping(TeacherRunConfig, {
+        **common, "method": stage.method, "sampler": stage.sampler, "alpha": stage.alpha,
+        **stage.options, "teacher_weights": weights,
+        "warmup_epochs": stage.resolved_warmup(),
+        "train": dataclasses.replace(stage.train, seed=config.seed)}, "teacher")
     result = train_teacher(teacher_config, folder, resume=resume, on_epoch_end=on_epoch_end)
     final = result.fit.history[-1] if result.fit.history else {}
-    return {"teacher": str(result.teacher_path.relative_to(run_dir)),
-            "curves": "teacher/curves.png" if result.curves_path else None,
-            "final": {k: v for k, v in final.items() if isinstance(v, (int, float))},
-            "method": stage.method, "sampler": stage.sampler}
+    record.update({"teacher": str(result.teacher_path.relative_to(run_dir)),
+                   "curves": "teacher/curves.png" if result.curves_path else None,
+                   "final": {k: v for k, v in final.items() if isinstance(v, (int, float))},
+                   "warmup_epochs": stage.resolved_warmup()})
+    return record
 
 
 def auto_budgets(space, seed: int, students: int = 200) -> dict[str, Any]:
@@ -328,23 +398,76 @@ def search_stage(config: RunConfig, run_dir: Path, teacher_path: Path) -> dict[s
 
 def distill_stage(config: RunConfig, run_dir: Path, teacher_path: Path, students_dir: Path,
                   on_job: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Distils the host's s/m/l from the teacher, and trains them without it (the baseline)."""
+    """Trains the host's s/m/l without a teacher (the baselines, first), then distils them
+    from the teacher, the guard checking the teacher against the plain baseline."""
     from gtn_nas.distill_run import DistillRunConfig, distill
 
     stage = config.distill
-    methods = [stage.method] + (["none"] if stage.baseline else [])
-    record: dict[str, Any] = {"methods": {}}
+    methods = [*stage.baselines, stage.method]
+    record: dict[str, Any] = {"methods": {}, "main": stage.method}
     for method in methods:
+        teacherless = method in stage.baselines
         run = DistillRunConfig(
-            teacher=str(teacher_path) if method != "none" else None,
+            teacher=None if teacherless else str(teacher_path),
             students=(str(students_dir),), method=method,
-            method_options=dict(stage.options) if method != "none" else {},
+            method_options=dict(stage.baseline_options.get(method, {}) if teacherless
+                                else stage.options),
             data=config.data, data_root=config.data_root, data_options=config.data_options,
             download=config.download, image_size=config.image_size, limit=config.limit,
-            seeds=tuple(stage.seeds), train=dataclasses.replace(stage.train))
+            seeds=tuple(stage.seeds), train=dataclasses.replace(stage.train),
+            baseline=None if teacherless or "none" not in stage.baselines
+            else str(run_dir / "distill" / "none"))
         result = distill(run, run_dir / "distill" / method, on_job=on_job)
         record["methods"][method] = {"folder": f"distill/{method}", "rows": result.rows}
     return record
+
+
+def deploy_stage(run_dir: Path, search: dict[str, Any], distill_record: dict[str, Any],
+                 device: str = "host_cpu") -> dict[str, Any]:
+    """Per tier of ``device``, the student to deploy (:func:`gtn_nas.deploy.choose_deployment`,
+    validation only), exported to ``deploy/<device>/<tier>.onnx`` (checked against PyTorch)
+    beside its checkpoint ``<tier>.pt``; dominated tiers flagged; ``deploy.json``."""
+    import shutil
+
+    from gtn_nas.deploy import choose_deployment, flag_dominated
+    from gtn_nas.distill_run import collect_results
+    from gtn_nas.export import export_student_checkpoint
+
+    picks = search["devices"][device]["picks"]
+    results: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for method, info in distill_record["methods"].items():
+        for result in collect_results(run_dir / info["folder"]):
+            result["run_dir"] = f"{info['folder']}/{result['run_dir']}"
+            results.setdefault(result["student"], {}).setdefault(method, []).append(result)
+    folder = run_dir / "deploy" / device
+    folder.mkdir(parents=True, exist_ok=True)
+    chosen = []
+    for tier in picks:
+        if tier not in results:
+            continue
+        choice = choose_deployment(tier, results[tier])
+        pick = picks[tier]
+        measured = (pick.get("measured") or {}).get("median_ms")
+        choice.cost = {"params": pick.get("params"), "mflops": pick.get("mflops"),
+                       "latency_ms": measured if measured is not None else pick.get("latency_ms")}
+        chosen.append(choice)
+    notes = flag_dominated(chosen)
+    tiers = {}
+    for choice in chosen:
+        source = run_dir / choice.run_dir / "student_best.pt"
+        checkpoint = folder / f"{choice.student}.pt"
+        shutil.copyfile(source, checkpoint)
+        report = export_student_checkpoint(checkpoint, folder / f"{choice.student}.onnx")
+        tiers[choice.student] = {**choice.to_json(), "checkpoint": str(
+            checkpoint.relative_to(run_dir)), "onnx": str(
+            (folder / f"{choice.student}.onnx").relative_to(run_dir)),
+            "export": report.to_json()}
+    record = {"device": device, "tiers": tiers, "notes": notes,
+              "rule": "per tier the method with the best mean validation top-1 (best-on-"
+                      "validation weights), then its best seed on validation; ties go to "
+                      "training alone; test accuracy is reported, never used to choose"}
+    atomic_write_text(folder / "deploy.json", json.dumps(record, indent=1, default=str) + "\n")
+    return {"folder": str(folder.relative_to(run_dir)), **record}
 
 
 # ----------------------------------------------------------------------------- the run
@@ -381,33 +504,52 @@ def run_pipeline(config: RunConfig, out_dir: str | os.PathLike, *, resume: bool 
 
     if state.done("teacher") is None:
         stage = config.teacher
-        say(f"1/4 teacher: {stage.method} {stage.teacher} on {config.data}, "
-            f"{stage.train.epochs} epochs")
+        pre = (f"{stage.pretrain_train.epochs} epochs standard pre-training, then "
+               if stage.pretrain and stage.method != "standard" else "")
+        warm = stage.resolved_warmup()
+        say(f"1/5 teacher: {stage.teacher} on {config.data}, {pre}{stage.method} "
+            f"{stage.train.epochs} epochs"
+            f"{f' (the first {warm} with the teacher frozen)' if warm else ''}")
         state.finish("teacher", teacher_stage(config, run_dir, resume, on_epoch_end))
     else:
-        say("1/4 teacher: finished earlier")
+        say("1/5 teacher: finished earlier")
     teacher_path = run_dir / state.done("teacher")["teacher"]
 
     if state.done("search") is None:
-        say(f"2/4 search: {config.search.budget_evals} candidates per device on "
+        say(f"2/5 search: {config.search.budget_evals} candidates per device on "
             f"{', '.join(config.search.hw)}")
         state.finish("search", search_stage(config, run_dir, teacher_path))
     else:
-        say("2/4 search: finished earlier")
+        say("2/5 search: finished earlier")
     search = state.done("search")
     students_dir = run_dir / search["devices"][host]["folder"] / "students"
 
     if state.done("distill") is None:
-        say(f"3/4 distill: s/m/l with {config.distill.method}"
-            f"{' and without a teacher (baseline)' if config.distill.baseline else ''}, "
-            f"{config.distill.train.epochs} epochs, seeds {list(config.distill.seeds)}, "
-            f"exported to ONNX")
+        baselines = ", ".join(config.distill.baselines)
+        say(f"3/5 distill: s/m/l "
+            f"{f'without a teacher ({baselines}), then ' if baselines else ''}"
+            f"with {config.distill.method}, {config.distill.train.epochs} epochs, seeds "
+            f"{list(config.distill.seeds)}, exported to ONNX")
         state.finish("distill", distill_stage(config, run_dir, teacher_path, students_dir,
                                               on_job=say))
     else:
-        say("3/4 distill: finished earlier")
+        say("3/5 distill: finished earlier")
 
-    say("4/4 report")
+    if state.done("deploy") is None:
+        say(f"4/5 deploy: per tier the better student on validation -> "
+            f"{run_dir / 'deploy' / host}")
+        record = deploy_stage(run_dir, search, state.done("distill"), host)
+        for tier, info in record["tiers"].items():
+            say(f"  {tier}: {info['method']} (seed {info['seed']}), validation "
+                f"{info['val_acc'] * 100:.1f}%, test {info['test_acc'] * 100:.1f}% -> "
+                f"{info['onnx']}")
+        for note in record["notes"]:
+            say(f"  {note}")
+        state.finish("deploy", record)
+    else:
+        say("4/5 deploy: finished earlier")
+
+    say("5/5 report")
     report, rows = write_report(run_dir, state.data)
     state.finish("report", {"report": "report.md"})
     return RunResult(run_dir, report, {"teacher": teacher_path, "students": students_dir},

@@ -34,9 +34,10 @@ def _metrics(run_dir: Path) -> list[dict[str, Any]]:
         return []
 
 
-def student_rows(run_dir: Path, methods: list[str]) -> list[dict[str, Any]]:
-    """Per student: costs, latency, top-1 per method (mean, std over seeds) and the gain of
-    the first method over ``none``."""
+def student_rows(run_dir: Path, methods: list[str], main: str | None = None
+                 ) -> list[dict[str, Any]]:
+    """Per student: costs, latency, top-1 per method (mean, std over seeds) and the gains of
+    the distiller ``main`` (default: the first method) over ``none`` and ``ls``."""
     by_student: dict[str, dict[str, Any]] = {}
     for method in methods:
         summary = _read_json(run_dir / "distill" / method / "summary.json") or {}
@@ -47,21 +48,23 @@ def student_rows(run_dir: Path, methods: list[str]) -> list[dict[str, Any]]:
                 "methods": {}})
             entry["methods"][method] = row
     rows = []
-    main = methods[0]
+    main = main or methods[0]
     for entry in by_student.values():
-        distilled, baseline = entry["methods"].get(main), entry["methods"].get("none")
-        gain = None
-        if distilled and baseline:
-            gain = distilled["test_acc_mean"] - baseline["test_acc_mean"]
-        rows.append({**entry, "gain": gain})
+        distilled = entry["methods"].get(main)
+        gains = {}
+        for baseline in ("none", "ls"):
+            other = entry["methods"].get(baseline)
+            gains[baseline] = (distilled["test_acc_best_mean"] - other["test_acc_best_mean"]
+                               if distilled and other else None)
+        rows.append({**entry, "gain": gains["none"], "gain_ls": gains["ls"]})
     order = {"s": 0, "m": 1, "l": 2}
     rows.sort(key=lambda r: (order.get(r["student"], 9), r["params"]))
     return rows
 
 
 def plot_distill_curves(run_dir: Path, methods: list[str], path: Path) -> Path | None:
-    """Validation accuracy per epoch of every distilled student (solid) and its baseline
-    (dashed), seed 0 of each."""
+    """Validation accuracy per epoch of every distilled student (solid) and its baselines
+    (dashed, dotted: ``methods`` after the first), seed 0 of each."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -90,7 +93,9 @@ def plot_distill_curves(run_dir: Path, methods: list[str], path: Path) -> Path |
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation accuracy")
-    ax.set_title("students: distilled (solid) vs no teacher (dashed)")
+    names = {"none": "alone", "ls": "label smoothing"}
+    ax.set_title("students: " + ", ".join(f"{names.get(m, m)} ({s})" for m, s in zip(
+        methods, ("solid", "dashed", "dotted"))), fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return save_figure(fig, path)
@@ -100,10 +105,60 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value * 100:.1f}"
 
 
+def _points(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:+.1f}"
+
+
+def _teacher_vs_students(run_dir: Path, distill: dict[str, Any]) -> list[str]:
+    """The teacher's test top-1 beside each student's alone, and the guard's lines."""
+    main = distill.get("main")
+    if not main:
+        return []
+    summary = _read_json(run_dir / "distill" / main / "summary.json") or {}
+    teacher_acc = summary.get("teacher_test_acc")
+    if teacher_acc is None:
+        return []
+    alone = {r["student"]: r for r in (_read_json(run_dir / "distill" / "none" /
+                                                  "summary.json") or {}).get("rows", [])}
+    lines = [f"The teacher's test top-1 is **{teacher_acc * 100:.1f}%**"]
+    if alone:
+        table = [[name, f"{r['test_acc_best_mean'] * 100:.1f}",
+                  f"{(teacher_acc - r['test_acc_best_mean']) * 100:+.1f}"]
+                 for name, r in sorted(alone.items(), key=lambda kv: kv[1]["params"])]
+        lines[0] += "; each student trained alone (best-on-validation weights, test top-1):"
+        lines += ["", markdown_table(["student", "alone top-1 %", "teacher - student"], table)]
+    else:
+        lines[0] += "."
+    guard = summary.get("guard") or []
+    lines += [""] + [f"**Guard:** {line}." for line in guard]
+    if alone and not guard:
+        lines.append("The teacher is above every student trained alone.")
+    return lines + [""]
+
+
+def _deploy_lines(deploy: dict[str, Any] | None) -> list[str]:
+    if not deploy:
+        return ["not run yet", ""]
+    rows = []
+    for tier, info in deploy["tiers"].items():
+        vals = ", ".join(f"{m} {v * 100:.1f}" for m, v in info["val_by_method"].items())
+        rows.append([tier, f"**{info['method']}** (seed {info['seed']})", vals,
+                     f"{info['test_acc'] * 100:.1f}", _points(info.get("test_gain_vs_none")),
+                     f"[{info['onnx']}]({info['onnx']})",
+                     f"dominated by {info['dominated_by']}" if info.get("dominated_by")
+                     else "-"])
+    lines = [f"On {deploy['device']}: {deploy['rule']}.", "",
+             markdown_table(["tier", "deployed", "validation top-1 % per method (mean over "
+                             "seeds)", "deployed test top-1 %", "chosen method - none on "
+                             "test (mean over seeds)", "ONNX", "dominated"], rows), ""]
+    lines += [f"- {note}" for note in deploy.get("notes", [])]
+    return lines + [""]
+
+
 def _acc(row: dict[str, Any] | None) -> str:
     if not row:
         return "-"
-    return f"{row['test_acc_mean'] * 100:.1f} ± {row['test_acc_std'] * 100:.1f}"
+    return f"{row['test_acc_best_mean'] * 100:.1f} ± {row['test_acc_best_std'] * 100:.1f}"
 
 
 def write_report(run_dir: Path, state: dict[str, Any]) -> tuple[Path, list[dict[str, Any]]]:
@@ -140,6 +195,15 @@ def write_report(run_dir: Path, state: dict[str, Any]) -> tuple[Path, list[dict[
             lines.append("**Warning:** a branch is below 2x chance: its path scores are weak "
                          "evidence; train the teacher longer (teacher.train.epochs).")
             lines.append("")
+        pretrain = teacher.get("pretrain")
+        if pretrain:
+            acc = (pretrain.get("final") or {}).get("val/acc")
+            lines += [f"It started from a standard pre-training of {pretrain.get('epochs')} "
+                      f"epochs (validation top-1 {_pct(acc)}%, "
+                      f"[curves]({pretrain.get('curves')})); the GTN fine-tuning's first "
+                      f"{teacher.get('warmup_epochs', 0)} epochs trained the branches with the "
+                      f"teacher frozen.", ""]
+        lines += _teacher_vs_students(run_dir, distill)
         if teacher.get("curves"):
             lines += [f"![teacher curves]({teacher['curves']})", ""]
     else:
@@ -174,34 +238,44 @@ def write_report(run_dir: Path, state: dict[str, Any]) -> tuple[Path, list[dict[
 
     # ---- students
     lines += ["## 3. Students", ""]
-    rows = student_rows(run_dir, methods) if methods else []
+    main = distill.get("main") or (methods[-1] if methods else None)
+    rows = student_rows(run_dir, methods, main) if methods else []
     if rows:
-        main = methods[0]
+        has_ls = "ls" in methods
         table = [[r["student"], f"{r['params']:,}", f"{r['mflops']:.2f}",
                   "-" if r["latency_ms"] is None else f"{r['latency_ms']:.3f}",
-                  _acc(r["methods"].get(main)), _acc(r["methods"].get("none")),
-                  "-" if r["gain"] is None else f"{r['gain'] * 100:+.1f}"] for r in rows]
+                  _acc(r["methods"].get(main)), _acc(r["methods"].get("none"))]
+                 + ([_acc(r["methods"].get("ls"))] if has_ls else [])
+                 + [_points(r["gain"])] + ([_points(r["gain_ls"])] if has_ls else [])
+                 for r in rows]
         lines += [markdown_table(["student", "params", "MFLOPs", "latency ms",
-                                  f"{main} top-1 %", "no teacher top-1 %", "gain (points)"],
+                                  f"{main} top-1 %", "alone (none) top-1 %"]
+                                 + (["label smoothing (ls) top-1 %"] if has_ls else [])
+                                 + [f"{main} - none"] + ([f"{main} - ls"] if has_ls else []),
                                  table), ""]
-        gains = [r["gain"] for r in rows if r["gain"] is not None]
-        if gains:
-            mean_gain = statistics.fmean(gains)
-            verdict = "beat" if mean_gain > 0 else "did NOT beat"
-            lines.append(f"On average the {main}-distilled students {verdict} the no-teacher "
-                         f"baseline: {mean_gain * 100:+.1f} points of test top-1 "
-                         f"({sum(g > 0 for g in gains)} of {len(gains)} students gained).")
-            lines.append("")
-        teacher_acc = (_read_json(run_dir / "distill" / main / "summary.json") or {}) \
-            .get("teacher_test_acc")
-        if teacher_acc is not None:
-            lines += [f"The teacher's own test top-1: {teacher_acc * 100:.1f}%.", ""]
-        curves = plot_distill_curves(run_dir, methods, run_dir / "distill_curves.png")
+        for key, name in (("gain", "training alone (none)"), ("gain_ls", "label smoothing (ls)")):
+            gains = [r[key] for r in rows if r[key] is not None]
+            if gains:
+                mean_gain = statistics.fmean(gains)
+                verdict = "beat" if mean_gain > 0 else "did NOT beat"
+                lines.append(f"On average the {main}-distilled students {verdict} {name}: "
+                             f"{mean_gain * 100:+.1f} points of test top-1 "
+                             f"({sum(g > 0 for g in gains)} of {len(gains)} students gained).")
+        lines += ["", "Top-1 is that of each seed's best-on-validation weights (the ones "
+                  "deployed), mean ± std over seeds, on the test split; a gain within one "
+                  "seed's spread (or, with one seed, within a few test images) is noise, not "
+                  "evidence.", ""]
+        curves = plot_distill_curves(run_dir, [main] + [m for m in methods if m != main],
+                                     run_dir / "distill_curves.png")
         if curves is not None:
             lines += ["![distillation curves](distill_curves.png)", ""]
         lines += _export_lines(run_dir, methods)
     else:
         lines += ["not run yet", ""]
+
+    # ---- deploy
+    lines += ["## 4. Deployed students", ""]
+    lines += _deploy_lines(stages.get("deploy"))
 
     # ---- what ran
     lines += ["## What ran", ""]

@@ -328,3 +328,160 @@ def test_onnx_mismatch_above_tolerance_is_refused_and_leaves_no_file(small, tmp_
         export_and_check(student, tmp_path / "s.onnx", torch.randn(2, 3, 8, 8), atol=-1.0,
                          time_it=False)
     assert not (tmp_path / "s.onnx").exists()
+
+
+# ----------------------------------------------------------------------------- ls, views, eval
+def test_label_smoothing_loss_by_hand():
+    z, y, eps = np.array([1.0, -0.5, 2.0, 0.25]), 2, 0.2
+    method = build_distiller("ls", _Fixed(list(z)), None, options={"smoothing": eps})
+    out = method(torch.zeros(1, 3, 4, 4), torch.tensor([y]))
+    log_p = np.log(_softmax(z))
+    target = np.full(4, eps / 4)
+    target[y] += 1 - eps
+    assert out["loss"].item() == pytest.approx(-float(np.sum(target * log_p)), rel=1e-9)
+    assert "teacher_logits" not in out
+    # a teacher passed to a teacherless method is dropped, and smoothing 0 is plain CE
+    method = build_distiller("ls", _Fixed(list(z)), _fixed_teacher([0.0] * 4),
+                             options={"smoothing": 0.0})
+    assert method.teacher is None
+    out = method(torch.zeros(1, 3, 4, 4), torch.tensor([y]))
+    assert out["loss"].item() == pytest.approx(-float(log_p[y]), rel=1e-9)
+    with pytest.raises(ConfigError, match="smoothing must be in"):
+        build_distiller("ls", _Fixed(list(z)), None, options={"smoothing": 1.0})
+
+
+class _Spy(nn.Module):
+    """Records every input it sees, then applies ``inner``."""
+
+    def __init__(self, inner, seen):
+        super().__init__()
+        self.inner, self.seen = inner, seen
+
+    def forward(self, x):
+        self.seen.append(x.detach().clone())
+        return self.inner(x)
+
+
+@pytest.mark.parametrize("method", ["kd", "dkd", "fitnets", "at", "gpd"])
+def test_teacher_sees_the_students_batch_and_validation_runs_the_student_alone(small, method):
+    """Consistent views: the teacher's logits come from exactly the (augmented) batch the
+    student trains on; in eval mode no teacher runs (its accuracy is computed once per job)."""
+    space, teacher = small
+    seen_teacher: list[torch.Tensor] = []
+    seen_student: list[torch.Tensor] = []
+    teacher.blocks[0] = _Spy(teacher.blocks[0], seen_teacher)
+    student = space.freeze(space.preset("s_nas_s"), seed=0)
+    first = next(iter(student.named_children()))[0]
+    setattr(student, first, _Spy(getattr(student, first), seen_student))
+    options = {"input_size": 8} if method in ("fitnets", "at") else {}
+    if method == "gpd":
+        options = {"branches": []}
+    distiller = build_distiller(method, student, teacher, space.block_units, options=options)
+    seen_teacher.clear()
+    seen_student.clear()
+    x = torch.randn(6, 3, 8, 8)
+    distiller.train()
+    out = distiller(x, torch.arange(6))
+    assert len(seen_teacher) == 1 and torch.equal(seen_teacher[0], x)
+    if method != "gpd":  # gpd runs the student through the dynamic teacher's shared slice
+        assert len(seen_student) == 1 and torch.equal(seen_student[0], x)
+    assert "teacher_logits" in out
+    seen_teacher.clear()
+    distiller.eval()
+    out = distiller(x, torch.arange(6))
+    assert not seen_teacher and set(out) >= {"loss", "logits"} and "teacher_logits" not in out
+
+
+def test_dkd_warmup_defaults_to_a_twelfth_of_the_run():
+    z_s, z_t = [0.5, 1.5, -1.0, 0.0], [2.0, 0.5, 0.1, -0.3]
+    method = build_distiller("dkd", _Fixed(z_s), _fixed_teacher(z_t))
+    x, y = torch.zeros(1, 3, 4, 4), torch.tensor([0])
+    method.on_epoch_start(9, 10)  # 10 epochs: round(10 / 12) = 1, i.e. no warm-up
+    full = method(x, y)
+    method = build_distiller("dkd", _Fixed(z_s), _fixed_teacher(z_t))
+    method.on_epoch_start(0, 240)  # the paper's 20 of 240: epoch 1 gets 1/20
+    first = method(x, y)
+    ce = first["ce"].item()
+    assert first["loss"].item() - ce == pytest.approx((full["loss"].item() - ce) / 20, rel=1e-9)
+    method.on_epoch_start(0, 10)
+    assert method(x, y)["loss"].item() == pytest.approx(full["loss"].item(), rel=1e-12)
+
+
+def test_guard_names_students_the_teacher_cannot_help(teacher_file, tmp_path, capsys):
+    """A baseline student above the teacher's test top-1 is named in one line, in the summary
+    and by the CLI; a student below it is not."""
+    import json as _json
+
+    baseline = tmp_path / "none"
+    distill(_config(None, method="none", students=("s_nas_s", "s_nas_m")), baseline)
+    teacher_acc = None
+    for name, fake in (("s_nas_s", 1.0), ("s_nas_m", 0.0)):  # plant the students' accuracies
+        path = baseline / name / "seed0" / "result.json"
+        record = _json.loads(path.read_text())
+        record["test_acc_best"] = fake
+        path.write_text(_json.dumps(record))
+    code, out, err = run(capsys, "distill", "--teacher", str(teacher_file), "--students",
+                         "s_nas_s", "s_nas_m", "--data", "digits", "--limit", "400",
+                         "--epochs", "1", "--max-steps-per-epoch", "2", "--no-export",
+                         "--baseline", str(baseline), "--out", str(tmp_path / "kd"))
+    assert code == 0, err
+    teacher_acc = _json.loads((tmp_path / "kd" / "teacher.json").read_text())["test_acc"]
+    line = (f"this teacher cannot help student s_nas_s: its test top-1 {teacher_acc * 100:.1f}% "
+            f"is not above the student's 100.0% trained alone (none)")
+    assert line in out and "s_nas_m:" not in out
+    summary = _json.loads((tmp_path / "kd" / "summary.json").read_text())
+    assert summary["guard"] == [line]
+    assert f"**Guard:** {line}." in (tmp_path / "kd" / "summary.md").read_text()
+    code, _, err = run(capsys, "distill", "--teacher", str(teacher_file), "--students",
+                       "s_nas_s", "--data", "digits", "--baseline", str(tmp_path / "missing"),
+                       "--out", str(tmp_path / "kd2"))
+    assert code == 2 and "--baseline" in err and len(err.strip().splitlines()) == 1
+
+
+# ----------------------------------------------------------------------------- few labels
+def test_partially_labelled_sets_and_the_masked_losses():
+    from gtn_nas.data import load_dataset
+    from gtn_nas.losses import labelled_cross_entropy
+    from gtn_nas.partial_labels import UNLABELLED, partially_labelled
+
+    few, many = (load_dataset("digits", limit=n, seed=0).train for n in (60, 300))
+    mixed = partially_labelled(many, few)
+    targets = [mixed[i][1] for i in range(len(mixed))]
+    assert mixed.num_labelled == 60 and targets.count(UNLABELLED) == 240
+    kept = {int(i) for i in few.indices}  # the labelled images are exactly the smaller limit's
+    assert {int(many.indices[i]) for i, t in enumerate(targets) if t != UNLABELLED} == kept
+    assert all(t == int(many.labels[i]) for i, t in enumerate(targets) if t != UNLABELLED)
+    with pytest.raises(ConfigError, match="not all among"):
+        partially_labelled(few, many)
+    # KD on a half-labelled batch: CE over the labelled rows, KL over every row
+    z_s, z_t = torch.randn(4, 5, dtype=torch.float64), torch.randn(4, 5, dtype=torch.float64)
+    y = torch.tensor([1, UNLABELLED, 3, UNLABELLED])
+    from gtn_nas.losses import kd_loss
+
+    out = kd_loss(z_s, z_t, y)
+    ce = torch.nn.functional.cross_entropy(z_s[[0, 2]], y[[0, 2]])
+    assert out["ce"].item() == pytest.approx(ce.item(), rel=1e-12)
+    assert out["kd"].item() == pytest.approx(kd_loss(z_s, z_t, torch.tensor([1, 0, 3, 0]))[
+        "kd"].item(), rel=1e-12)
+    none = labelled_cross_entropy(z_s.requires_grad_(), torch.full((4,), UNLABELLED))
+    none.backward()
+    assert none.item() == 0.0 and torch.equal(z_s.grad, torch.zeros_like(z_s))
+
+
+def test_labelled_runs_train_baselines_on_the_labels_and_kd_on_every_image(teacher_file,
+                                                                           tmp_path, capsys):
+    from gtn_nas.distill_run import load_splits
+
+    kd = _config(teacher_file, labelled=100, limit=400)
+    assert len(load_splits(kd).train) == 400 and load_splits(kd).train.num_labelled == 100
+    alone = _config(None, method="none", labelled=100, limit=400)
+    assert len(load_splits(alone).train) == 100
+    distill(kd, tmp_path / "kd")  # trains: train/acc is over the labelled items only
+    history = [json.loads(line) for line in
+               (tmp_path / "kd" / "s_nas_s" / "seed0" / "metrics.jsonl").read_text().splitlines()]
+    assert all(0.0 <= h["train/acc"] <= 1.0 and np.isfinite(h["train/loss"]) for h in history)
+    for bad, message in ((dict(method="dkd"), "method dkd needs every image's label"),
+                         (dict(labelled=400), "must be below --limit"),
+                         (dict(labelled=0), "--labelled must be a positive")):
+        with pytest.raises(ConfigError, match=message):
+            _config(teacher_file, **{"labelled": 100, "limit": 400, **bad}).validate()

@@ -40,7 +40,7 @@ RUN = {"data": "digits", "limit": 300, "seed": 0,
        "teacher": {"teacher": "tiny", "train": {"epochs": 1, "max_steps_per_epoch": 3,
                                                 "batch_size": 32}},
        "search": {"budget_evals": 6},
-       "distill": {"baseline": False,
+       "distill": {"baselines": [],
                    "train": {"epochs": 1, "max_steps_per_epoch": 3, "batch_size": 32}}}
 SEED = 20261201
 

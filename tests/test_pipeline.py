@@ -12,8 +12,9 @@ from gtn_nas.cli import main
 
 TINY = {
     "data": "digits", "limit": 300, "seed": 0,
-    "teacher": {"teacher": "tiny", "train": {"epochs": 1, "max_steps_per_epoch": 3,
-                                             "batch_size": 32}},
+    "teacher": {"teacher": "tiny", "train": {"epochs": 2, "max_steps_per_epoch": 3,
+                                             "batch_size": 32},
+                "pretrain_train": {"epochs": 1, "max_steps_per_epoch": 3, "batch_size": 32}},
     "search": {"budget_evals": 12},
     "distill": {"train": {"epochs": 1, "max_steps_per_epoch": 3, "batch_size": 32}},
 }
@@ -37,23 +38,35 @@ def test_run_end_to_end_produces_every_artifact_its_report_names(capsys, tmp_pat
     out_dir = tmp_path / "run"
     code, out, err = run(capsys, "run", "--config", str(tiny_config), "--out", str(out_dir))
     assert code == 0, err
-    assert "4/4 report" in out and "gain over no teacher" in out
+    assert "5/5 report" in out and "gain over training alone" in out
+    assert "1 epochs standard pre-training, then gtn 2 epochs (the first 1 with the teacher " \
+           "frozen)" in out
     report = (out_dir / "report.md").read_text()
     linked = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)
     named = re.findall(r"\| (distill/[^ |]+\.onnx) \|", report)
-    assert linked and len(named) == 6  # s/m/l distilled and s/m/l without a teacher
-    for relative in linked + named:
+    deployed = re.findall(r"\[(deploy/host_cpu/[sml]\.onnx)\]", report)
+    assert linked and len(named) == 9  # s/m/l distilled, alone and with label smoothing
+    assert len(deployed) == 3
+    for relative in linked + named + deployed:
         assert (out_dir / relative).is_file(), relative
     for tier in ("s", "m", "l"):
         assert (out_dir / "search" / "host_cpu" / "students" / f"{tier}.yaml").is_file()
-        for method in ("kd", "none"):
+        for method in ("kd", "none", "ls"):
             assert (out_dir / "distill" / method / tier / "seed0" / "student_best.pt").is_file()
     state = json.loads((out_dir / "run.json").read_text())
-    assert set(state["stages"]) == {"teacher", "search", "distill", "report"}
+    assert set(state["stages"]) == {"teacher", "search", "distill", "deploy", "report"}
+    # the pre-trained teacher seeds the GTN teacher; the report shows it beside the students
+    assert state["stages"]["teacher"]["pretrain"]["epochs"] == 1
+    assert "The teacher's test top-1 is **" in report and "teacher - student" in report
+    # deployed: per tier the best method on validation, never below training alone there
+    deploy = json.loads((out_dir / "deploy" / "host_cpu" / "deploy.json").read_text())
+    for tier, info in deploy["tiers"].items():
+        assert info["val_by_method"][info["method"]] >= info["val_by_method"]["none"]
+        assert (out_dir / info["checkpoint"]).is_file() and info["export"]["max_abs_diff"] < 1e-3
     picks = state["stages"]["search"]["devices"]["host_cpu"]["picks"]
     mflops = [picks[t]["mflops"] for t in ("s", "m", "l")]
     assert mflops == sorted(mflops) and len(set(mflops)) == 3  # distinct, growing s -> l
-    assert "gain (points)" in report and "## What ran" in report
+    assert "kd - none" in report and "kd - ls" in report and "## What ran" in report
 
     # a finished run refuses a second start, resumes as a no-op, and rebuilds its report
     code, _, err = run(capsys, "run", "--config", str(tiny_config), "--out", str(out_dir))
@@ -61,7 +74,8 @@ def test_run_end_to_end_produces_every_artifact_its_report_names(capsys, tmp_pat
     code, out, err = run(capsys, "run", "--config", str(tiny_config), "--out", str(out_dir),
                          "--resume")
     assert code == 0, err
-    assert "1/4 teacher: finished earlier" in out and "3/4 distill: finished earlier" in out
+    assert "1/5 teacher: finished earlier" in out and "3/5 distill: finished earlier" in out
+    assert "4/5 deploy: finished earlier" in out
     (out_dir / "report.md").unlink()
     code, out, err = run(capsys, "report", str(out_dir))
     assert code == 0 and (out_dir / "report.md").read_text() == report
@@ -73,7 +87,11 @@ def test_run_end_to_end_produces_every_artifact_its_report_names(capsys, tmp_pat
 @pytest.mark.parametrize("config, message", [
     ({"teacher": {"tacher": "tiny"}}, "unknown option 'tacher' (did you mean: teacher?)"),
     ({"search": {"budget_evals": 2}}, "budget_evals must be >= 6"),
-    ({"distill": {"method": "none"}}, "distill.method none is the baseline"),
+    ({"distill": {"method": "none"}}, "distill.method none is a baseline"),
+    ({"distill": {"method": "ls"}}, "distill.method ls is a baseline"),
+    ({"distill": {"baselines": ["kd"]}}, "distill.baselines: 'kd' is not a teacherless"),
+    ({"distill": {"baselines": ["ls"]}}, "distill.baselines must include none"),
+    ({"teacher": {"warmup_epochs": 8}}, "teacher.warmup_epochs must be in [0, "),
     ({"teacher": {"options": {"data": "x"}}}, "unknown teacher-training option 'data'"),
 ])
 def test_bad_run_configs_are_one_line(capsys, tmp_path, config, message):

@@ -29,7 +29,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
     refuse_untrusted_config_space(args.config, args.space)
     run = {k: getattr(args, k) for k in ("teacher", "method", "teacher_mode", "data",
                                          "data_root", "image_size", "limit", "space",
-                                         "width_mult")}
+                                         "width_mult", "baseline", "labelled")}
     if args.students:
         run["students"] = list(args.students)
     if args.seeds is not None:
@@ -102,12 +102,17 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def register(commands) -> None:
     dist = commands.add_parser("distill", help="train students from a teacher (KD, DKD, "
-                                               "FitNets, AT, GPD, none)")
+                                               "FitNets, AT, GPD; ls, none without one)")
     dist.add_argument("--config", help="YAML file of options (command-line flags override it)")
     dist.add_argument("--teacher", help="teacher.pt (from train-teacher or gtn-nas run)")
     dist.add_argument("--students", nargs="+",
                       help="preset names, sample files and/or search output directories")
-    dist.add_argument("--method", help="kd (default), dkd, fitnets, at, gpd or none")
+    dist.add_argument("--method", help="kd (default), dkd, fitnets, at, gpd; without a "
+                                       "teacher: none (plain CE) or ls (label smoothing)")
+    dist.add_argument("--baseline", help="the --out of a run of the same students with "
+                                         "--method none or ls: says which students the "
+                                         "teacher cannot help (its test top-1 not above "
+                                         "theirs alone)")
     dist.add_argument("--option", action="append", metavar="KEY=VALUE",
                       help="method option (e.g. temperature=2, warmup_epochs=5); repeatable")
     dist.add_argument("--teacher-mode", help="eval (default) or train")
@@ -119,6 +124,10 @@ def register(commands) -> None:
                       help="let torchvision download the dataset (needs internet)")
     dist.add_argument("--image-size", type=int, help="resize images to this size")
     dist.add_argument("--limit", type=int, help="use at most this many training images")
+    dist.add_argument("--labelled", type=int,
+                      help="only this many training images keep their labels (the images a "
+                           "--limit of it would train on); kd, fitnets and at also learn from "
+                           "the rest through the teacher, none and ls train on the labelled")
     dist.add_argument("--space", help="space of preset names; names a plugin file to trust it")
     dist.add_argument("--width-mult", type=float, help="width of preset students (default 0.25)")
     dist.add_argument("--seeds", help="comma-separated seeds (default: 0)")

@@ -40,10 +40,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     result = run_pipeline(config, path, resume=args.resume, on_stage=out, on_epoch_end=epoch)
     for row in result.summary_rows:
         gain = "-" if row["gain"] is None else f"{row['gain'] * 100:+.1f} points"
-        main = next(iter(row["methods"].values()))
+        main = row["methods"].get(config.distill.method)
+        if main is None:
+            continue
         out(f"  {row['student']}: {row['params']:,} params, {row['mflops']:.2f} MFLOPs, "
-            f"test top-1 {main['test_acc_mean'] * 100:.1f}% ({main['method']}); gain over no "
-            f"teacher: {gain}")
+            f"test top-1 {main['test_acc_best_mean'] * 100:.1f}% ({main['method']}); gain over "
+            f"training alone: {gain}")
     out(f"report: {result.report}  ({time.perf_counter() - started:.0f} s)")
     return 0
 

@@ -180,7 +180,7 @@ class GPDDistiller(nn.Module):
                                   self.label_smoothing)
         out = {"ce_dt": ce_dt, "ce_s": ce_s, "soft_ce": soft}
         loss_dt, loss_s = ce_dt, ce_s + self.dt_weight * soft
-        if self.teacher is not None:
+        if self.teacher is not None and self.training:  # validation: no static teacher
             with torch.no_grad():
                 t_logits = self.teacher(x)
             dkd = dict(alpha=self.dkd_alpha, beta=self.dkd_beta,
