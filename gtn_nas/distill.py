@@ -253,7 +253,7 @@ class DKDDistiller(Distiller):
         self.alpha, self.beta, self.temperature = alpha, beta, temperature
         self.ce_weight, self.warmup_epochs = ce_weight, warmup_epochs
         self.warmup_fraction = warmup_fraction
-        self.run_warmup = warmup_epochs if warmup_epochs is not None else 1
+        self.run_warmup = warmup_epochs  # a fraction is resolved by on_epoch_start
 
     def on_epoch_start(self, epoch: int, epochs: int) -> None:
         super().on_epoch_start(epoch, epochs)
@@ -265,6 +265,9 @@ class DKDDistiller(Distiller):
             return self.student_only(x, y)
         t_logits = self.teacher_outputs(x)[0]
         logits = self.student(x)
+        if self.run_warmup is None:
+            raise RuntimeError("dkd: call on_epoch_start(epoch, epochs) first (the warm-up is "
+                               "a fraction of the run), or give warmup_epochs")
         factor = dkd_warmup_factor(self.epoch, self.run_warmup)
         losses = dkd_loss(logits, t_logits, y, self.alpha, self.beta, self.temperature,
                           self.ce_weight, factor)

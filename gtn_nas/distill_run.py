@@ -352,7 +352,8 @@ def run_job(config: DistillRunConfig, spec: StudentSpec, seed: int, splits: Data
     best.load_state_dict(method.best_state if method.best_state is not None
                          else last.state_dict())
     data_info = {"name": config.data, "root": config.data_root, "image_size": splits.image_size,
-                 "seed": seed, "limit": config.limit, "options": dict(config.data_options)}
+                 "seed": seed, "limit": config.limit, "labelled": config.labelled,
+                 "options": dict(config.data_options)}
     test_last = accuracy(last, splits.test)
     # the best epoch's weights are the last ones when the last epoch validated best
     same = method.best_state is None or method.best_epoch == len(result.history)
@@ -448,8 +449,12 @@ def distill(config: DistillRunConfig, out_dir: str | os.PathLike, *,
     specs = resolve_students(tuple(config.students), num_classes=splits.num_classes,
                              in_channels=splits.in_channels, input_size=splits.image_size,
                              space_flag=config.space, width_mult=config.width_mult)
+    if config.baseline is not None and not Path(config.baseline).is_dir():
+        raise ConfigError(f"--baseline {config.baseline}: not a directory (give the --out of a "
+                          f"distill run with --method none or ls)")
     if teacher is not None:
-        teacher_acc = _teacher_accuracy(out, teacher, digest, splits)["test_acc"]
+        teacher_acc = _teacher_accuracy(out, teacher, digest, splits, _data_key(config))[
+            "test_acc"]
         for line in guard_against_baseline(out, config.baseline, teacher_acc,
                                            [spec.name for spec in specs]):
             say(line)
@@ -473,20 +478,28 @@ def distill(config: DistillRunConfig, out_dir: str | os.PathLike, *,
     return DistillResult(out, ran, skipped, summary, rows)
 
 
+def _data_key(config: DistillRunConfig) -> dict[str, Any]:
+    """What decides the splits and their normalisation (the teacher's cached accuracy and the
+    guard's comparison hold for these only)."""
+    return {"data": config.data, "root": config.data_root, "image_size": config.image_size,
+            "limit": config.limit, "labelled": config.labelled,
+            "options": to_plain(config.data_options)}
+
+
 def _teacher_accuracy(out: Path, teacher: nn.Module, digest: str | None,
-                      splits: DataSplits) -> dict[str, Any]:
+                      splits: DataSplits, data_key: dict[str, Any]) -> dict[str, Any]:
     """The frozen teacher's test and validation top-1, computed once per teacher file and data
     (``teacher.json``), not once per epoch of every job."""
     path = out / "teacher.json"
     try:
         data = json.loads(path.read_text())
-        if data.get("digest") == digest and data.get("data") == splits.name \
+        if data.get("digest") == digest and data.get("data_key") == data_key \
                 and "val_acc" in data:
             return data
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    data = {"digest": digest, "data": splits.name, "test_acc": accuracy(teacher, splits.test),
-            "val_acc": accuracy(teacher, splits.val)}
+    data = {"digest": digest, "data": splits.name, "data_key": data_key,
+            "test_acc": accuracy(teacher, splits.test), "val_acc": accuracy(teacher, splits.val)}
     atomic_write_text(path, json.dumps(data) + "\n")
     return data
 
@@ -501,12 +514,12 @@ def guard_against_baseline(out: Path, baseline: str | None, teacher_acc: float,
     for the summary. Accuracy alone: the mean test top-1 of its best-on-validation weights."""
     from gtn_nas.deploy import teacher_guard
 
-    if baseline is None:
+    if baseline is None:  # no stale lines from an earlier run with a baseline
+        if (out / GUARD_NAME).exists():
+            atomic_write_text(out / GUARD_NAME, json.dumps({"baseline": None,
+                                                            "lines": []}) + "\n")
         return []
     folder = Path(baseline)
-    if not folder.is_dir():
-        raise ConfigError(f"--baseline {folder}: not a directory (give the --out of a "
-                          f"distill run with --method none or ls)")
     by_student: dict[str, list[dict[str, Any]]] = {}
     for record in collect_results(folder):
         if record.get("method") in TEACHERLESS:

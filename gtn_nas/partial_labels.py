@@ -56,12 +56,15 @@ def partially_labelled(train: Dataset, labelled: Dataset) -> PartiallyLabelled:
         ConfigError: a dataset that does not record its items' source positions, or a
             ``labelled`` set that is not a subset of ``train``.
     """
-    ours, theirs = getattr(train, "indices", None), getattr(labelled, "indices", None)
-    if ours is None or theirs is None:
+    from gtn_nas.data import InMemoryImages
+
+    # only in-memory splits record their items' positions in the source (ImageFolder's
+    # ``indices`` number the kept files, which a smaller limit renumbers)
+    if not (isinstance(train, InMemoryImages) and isinstance(labelled, InMemoryImages)):
         raise ConfigError("--labelled needs an in-memory dataset (digits, fashion-mnist, "
                           "cifar100, synthetic), not one read from files")
-    mask = torch.isin(torch.as_tensor(ours), torch.as_tensor(theirs))
-    if int(mask.sum()) != len(theirs):
+    mask = torch.isin(train.indices, labelled.indices)
+    if int(mask.sum()) != len(labelled.indices):
         raise ConfigError("the labelled images are not all among the training images; give "
                           "--limit larger than --labelled (or none)")
     return PartiallyLabelled(train, mask)

@@ -82,7 +82,8 @@ class TeacherStage:
     space: str = "resnet_supernet"
     width_mult: float = 0.25
     sampler: str = "uniform"
-    alpha: float | None = 0.3    # branch KL weight; 0.3 keeps a pre-trained teacher's accuracy
+    alpha: float | None = None   # branch KL weight; None: 0.3 when fine-tuning a pre-trained
+                                 # teacher (keeps its accuracy), else the dataset's default
     options: dict[str, Any] = field(default_factory=dict)
     train: TrainConfig = field(default_factory=_teacher_train)
     pretrain: bool = True
@@ -157,6 +158,19 @@ class RunConfig:
             if name not in TEACHERLESS:
                 raise ConfigError(f"distill.baselines: '{name}' is not a teacherless method "
                                   f"(choose from {', '.join(TEACHERLESS)})")
+        from gtn_nas.distill import method_options
+
+        for name, options in self.distill.baseline_options.items():
+            if name in self.distill.baselines:
+                for key in options:
+                    if key not in method_options(name):
+                        raise ConfigError(f"distill.baseline_options.{name}: method {name} has "
+                                          f"no option '{key}' (options: "
+                                          f"{', '.join(method_options(name)) or 'none'})")
+        if self.teacher.warmup_epochs and (not self.teacher.pretrain
+                                           or self.teacher.method == "standard"):
+            raise ConfigError("teacher.warmup_epochs freezes a pre-trained teacher while its "
+                              "branches learn: it needs teacher.pretrain and method sftn or gtn")
         if self.distill.baselines and "none" not in self.distill.baselines:
             raise ConfigError("distill.baselines must include none (training alone: the "
                               "student every distilled one is compared with)")
@@ -284,7 +298,8 @@ def teacher_stage(config: RunConfig, run_dir: Path, resume: bool,
             "epochs": stage.pretrain_train.epochs,
             "final": {k: v for k, v in final.items() if isinstance(v, (int, float))}}
     teacher_config = from_mapping(TeacherRunConfig, {
-        **common, "method": stage.method, "sampler": stage.sampler, "alpha": stage.alpha,
+        **common, "method": stage.method, "sampler": stage.sampler,
+        "alpha": stage.alpha if stage.alpha is not None or weights is None else 0.3,
         **stage.options, "teacher_weights": weights,
         "warmup_epochs": stage.resolved_warmup(),
         "train": dataclasses.replace(stage.train, seed=config.seed)}, "teacher")

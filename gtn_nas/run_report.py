@@ -172,7 +172,7 @@ def write_report(run_dir: Path, state: dict[str, Any]) -> tuple[Path, list[dict[
     methods = list((distill.get("methods") or {}).keys())
     lines = [f"# gtn-nas run: {run_dir.name}", "",
              f"Data: **{config.get('data')}**, seed {config.get('seed')}. Stages finished: "
-             f"{', '.join(s for s in ('teacher', 'search', 'distill') if s in stages) or 'none'}."
+             f"{', '.join(s for s in ('teacher', 'search', 'distill', 'deploy') if s in stages) or 'none'}."
              , ""]
 
     # ---- teacher
@@ -198,11 +198,13 @@ def write_report(run_dir: Path, state: dict[str, Any]) -> tuple[Path, list[dict[
         pretrain = teacher.get("pretrain")
         if pretrain:
             acc = (pretrain.get("final") or {}).get("val/acc")
+            curves = f", [curves]({pretrain['curves']})" if pretrain.get("curves") else ""
+            warm = teacher.get("warmup_epochs", 0)
             lines += [f"It started from a standard pre-training of {pretrain.get('epochs')} "
-                      f"epochs (validation top-1 {_pct(acc)}%, "
-                      f"[curves]({pretrain.get('curves')})); the GTN fine-tuning's first "
-                      f"{teacher.get('warmup_epochs', 0)} epochs trained the branches with the "
-                      f"teacher frozen.", ""]
+                      f"epochs (validation top-1 {_pct(acc)}%{curves}); "
+                      + (f"the fine-tuning's first {warm} epochs trained the branches with the "
+                         f"teacher frozen." if warm else "the fine-tuning trained branches and "
+                         "teacher jointly from its first epoch."), ""]
         lines += _teacher_vs_students(run_dir, distill)
         if teacher.get("curves"):
             lines += [f"![teacher curves]({teacher['curves']})", ""]
@@ -238,7 +240,8 @@ def write_report(run_dir: Path, state: dict[str, Any]) -> tuple[Path, list[dict[
 
     # ---- students
     lines += ["## 3. Students", ""]
-    main = distill.get("main") or (methods[-1] if methods else None)
+    main = distill.get("main") or next((m for m in methods if m not in ("none", "ls")),
+                                       methods[0] if methods else None)
     rows = student_rows(run_dir, methods, main) if methods else []
     if rows:
         has_ls = "ls" in methods
@@ -281,8 +284,11 @@ def write_report(run_dir: Path, state: dict[str, Any]) -> tuple[Path, list[dict[
     lines += ["## What ran", ""]
     tconf = config.get("teacher", {})
     dconf = config.get("distill", {})
+    pre = teacher.get("pretrain")
     lines.append(f"- teacher: {tconf.get('method')} / {tconf.get('teacher')}, sampler "
-                 f"`{tconf.get('sampler')}`, {tconf.get('train', {}).get('epochs')} epochs")
+                 f"`{tconf.get('sampler')}`, {tconf.get('train', {}).get('epochs')} epochs"
+                 + (f", after {pre.get('epochs')} epochs of standard pre-training" if pre
+                    else ""))
     lines.append(f"- search: {config.get('search', {}).get('strategy')}, "
                  f"{config.get('search', {}).get('budget_evals')} candidates per device; score: "
                  f"{search.get('scored_by', '-')}")

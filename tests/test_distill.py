@@ -139,6 +139,7 @@ def test_teacher_gets_no_gradient_and_keeps_its_mode(small, method, mode):
                                 space.block_units, teacher_mode=mode, options=options)
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     distiller.train()
+    distiller.on_epoch_start(0, 10)
     assert teacher.training == (mode == "train")
     out = distiller(torch.randn(8, 3, 8, 8), torch.arange(8))
     out["loss"].backward()
@@ -381,6 +382,8 @@ def test_teacher_sees_the_students_batch_and_validation_runs_the_student_alone(s
     seen_student.clear()
     x = torch.randn(6, 3, 8, 8)
     distiller.train()
+    if hasattr(distiller, "on_epoch_start"):
+        distiller.on_epoch_start(0, 10)
     out = distiller(x, torch.arange(6))
     assert len(seen_teacher) == 1 and torch.equal(seen_teacher[0], x)
     if method != "gpd":  # gpd runs the student through the dynamic teacher's shared slice
@@ -405,6 +408,8 @@ def test_dkd_warmup_defaults_to_a_twelfth_of_the_run():
     assert first["loss"].item() - ce == pytest.approx((full["loss"].item() - ce) / 20, rel=1e-9)
     method.on_epoch_start(0, 10)
     assert method(x, y)["loss"].item() == pytest.approx(full["loss"].item(), rel=1e-12)
+    with pytest.raises(RuntimeError, match="on_epoch_start"):  # a fraction of an unknown run
+        build_distiller("dkd", _Fixed(z_s), _fixed_teacher(z_t))(x, y)
 
 
 def test_guard_names_students_the_teacher_cannot_help(teacher_file, tmp_path, capsys):
@@ -485,3 +490,16 @@ def test_labelled_runs_train_baselines_on_the_labels_and_kd_on_every_image(teach
                          (dict(labelled=0), "--labelled must be a positive")):
         with pytest.raises(ConfigError, match=message):
             _config(teacher_file, **{"labelled": 100, "limit": 400, **bad}).validate()
+
+
+def test_labelled_is_refused_on_datasets_read_from_files(tmp_path):
+    """ImageFolder items are numbered per load, not by source position: matching them would
+    label other images than the baseline's, so --labelled refuses such data in one line."""
+    from tests.conftest import image_tree
+    from gtn_nas.distill_run import load_splits
+
+    image_tree(tmp_path / "images", {"train": 8, "val": 2})
+    config = _config(None, data="imagefolder", data_root=str(tmp_path / "images"), limit=12,
+                     labelled=6, image_size=8)
+    with pytest.raises(ConfigError, match="--labelled needs an in-memory dataset"):
+        load_splits(config)
