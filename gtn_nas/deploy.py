@@ -9,9 +9,9 @@ validation only, never worse than training alone; the teacher guard; dominated t
   validation accuracy of its best-on-validation weights, then that method's seed with the best
   validation accuracy. Test accuracy is reported, never used to choose. Ties go to the
   teacherless baseline (``none`` first): distillation has to earn its place.
-- :func:`flag_dominated`: a tier whose deployed student costs more (latency, else MFLOPs) than
-  a cheaper tier's but is not more accurate on validation is flagged, the cheaper one
-  recommended.
+- :func:`flag_dominated`: a tier whose deployed student costs more (latency and MFLOPs, where
+  known) than a cheaper tier's but is not more accurate on validation is flagged, the cheaper
+  one recommended.
 
 Example:
     >>> runs = {"kd": [{"seed": 0, "val_acc_best": 0.90, "test_acc_best": 0.89}],
@@ -110,8 +110,9 @@ def choose_deployment(student: str, runs: Mapping[str, Sequence[Mapping[str, Any
 def flag_dominated(deployments: Sequence[Deployment]) -> list[str]:
     """Marks each deployment that a cheaper one beats or ties on validation; returns notes.
 
-    Cheaper means lower on every cost all deployments have (latency and MFLOPs): a noisy
-    latency measurement can withhold a flag that MFLOPs alone would raise, never invent one.
+    Cheaper means no higher on every cost all deployments have (latency and MFLOPs) and lower
+    on one (Pareto dominance): a noisy latency measurement can withhold a flag that MFLOPs
+    alone would raise, never invent one.
     """
     keys = [k for k in ("latency_ms", "mflops")
             if all(d.cost.get(k) is not None for d in deployments)]
@@ -125,7 +126,8 @@ def flag_dominated(deployments: Sequence[Deployment]) -> list[str]:
     notes = []
     for d in deployments:
         cheaper = [c for c in deployments if c is not d and c.val_acc >= d.val_acc
-                   and all(c.cost[k] < d.cost[k] for k in keys)]
+                   and all(c.cost[k] <= d.cost[k] for k in keys)
+                   and any(c.cost[k] < d.cost[k] for k in keys)]
         if cheaper:
             best = max(cheaper, key=lambda c: (c.val_acc, [-c.cost[k] for k in keys]))
             d.dominated_by = best.student

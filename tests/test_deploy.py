@@ -65,5 +65,9 @@ def test_a_costlier_tier_no_more_accurate_than_a_cheaper_one_is_dominated():
     # a noisy latency that contradicts MFLOPs raises no flag (cheaper must hold on both)
     a, b = _dep("s", 0.95, 0.164, 1.09), _dep("l", 0.978, 0.092, 3.96)
     assert flag_dominated([a, b]) == [] and a.dominated_by is None
+    # equal latency, fewer MFLOPs, more accurate: the costlier one is dominated (today's run)
+    a, b = _dep("s", 0.972, 0.081, 1.09), _dep("m", 0.956, 0.081, 2.41)
+    flag_dominated([a, b])
+    assert b.dominated_by == "s" and a.dominated_by is None
     a, b = _dep("s", 0.9), _dep("m", 0.8)
     assert flag_dominated([a, b]) == [] and b.dominated_by is None  # no cost: nothing to say
