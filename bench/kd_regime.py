@@ -151,12 +151,14 @@ def confirm_jobs(out: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
     tasks = []
     for seed in seeds_of(args.confirm_seeds):  # seed by seed: a cut-off study stays paired
         for s in STUDENTS:
-            for v in ("none", "ls", chosen["kd"]):
-                tasks.append(job(out, "confirm", v, s, seed, labelled=args.labelled,
-                                 epochs=args.epochs, args=args))
+            tasks.append(job(out, "confirm", "none", s, seed, labelled=args.labelled,
+                             epochs=args.epochs, args=args))
             tasks.append(job(out, "confirm", UNLABELLED, s, seed, labelled=args.labelled,
                              epochs=args.unlabelled_epochs, args=args,
                              recipe=KD_VARIANTS[chosen["kd"]], limit=args.unlabelled_limit))
+            for v in (chosen["kd"], "ls"):
+                tasks.append(job(out, "confirm", v, s, seed, labelled=args.labelled,
+                                 epochs=args.epochs, args=args))
     for seed in seeds_of(args.confirm_seeds):
         for s in STUDENTS:
             tasks.append(job(out, "confirm", chosen["dkd"], s, seed, labelled=args.labelled,

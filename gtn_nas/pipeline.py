@@ -120,6 +120,11 @@ class DistillStage:
 
     method: str = "kd"
     options: dict[str, Any] = field(default_factory=dict)
+    # per-method recipes for short schedules, from bench/kd_regime.py's sweep (chosen on
+    # validation; docs/BENCHMARKS.md, "Where distillation helps"); ``options`` override them
+    recipes: dict[str, dict[str, Any]] = field(default_factory=lambda: {
+        "kd": {"temperature": 1.0, "ce_weight": 0.5, "kd_weight": 0.5},
+        "dkd": {"beta": 2.0}})
     baselines: tuple[str, ...] = ("none", "ls")
     baseline_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     seeds: tuple[int, ...] = (0,)
@@ -161,6 +166,12 @@ class RunConfig:
                                   f"(choose from {', '.join(TEACHERLESS)})")
         from gtn_nas.distill import method_options
 
+        merged = {**self.distill.recipes.get(self.distill.method, {}), **self.distill.options}
+        for key in merged:
+            if key not in method_options(self.distill.method):
+                raise ConfigError(f"distill: method {self.distill.method} has no option "
+                                  f"'{key}' (options: "
+                                  f"{', '.join(method_options(self.distill.method))})")
         for name, options in self.distill.baseline_options.items():
             if name in self.distill.baselines:
                 for key in options:
@@ -427,7 +438,7 @@ def distill_stage(config: RunConfig, run_dir: Path, teacher_path: Path, students
             teacher=None if teacherless else str(teacher_path),
             students=(str(students_dir),), method=method,
             method_options=dict(stage.baseline_options.get(method, {}) if teacherless
-                                else stage.options),
+                                else {**stage.recipes.get(method, {}), **stage.options}),
             data=config.data, data_root=config.data_root, data_options=config.data_options,
             download=config.download, image_size=config.image_size, limit=config.limit,
             seeds=tuple(stage.seeds), train=dataclasses.replace(stage.train),

@@ -92,6 +92,8 @@ def test_run_end_to_end_produces_every_artifact_its_report_names(capsys, tmp_pat
     ({"distill": {"baselines": ["kd"]}}, "distill.baselines: 'kd' is not a teacherless"),
     ({"distill": {"baselines": ["ls"]}}, "distill.baselines must include none"),
     ({"teacher": {"warmup_epochs": 8}}, "teacher.warmup_epochs must be in [0, "),
+    ({"distill": {"options": {"beta": 2}}}, "distill: method kd has no option 'beta'"),
+    ({"distill": {"baseline_options": {"ls": {"smooth": 0.2}}}}, "has no option 'smooth'"),
     ({"teacher": {"options": {"data": "x"}}}, "unknown teacher-training option 'data'"),
 ])
 def test_bad_run_configs_are_one_line(capsys, tmp_path, config, message):
