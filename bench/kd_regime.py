@@ -126,6 +126,12 @@ def results(folder: Path) -> list[dict[str, Any]]:
         data = read_json(path)
         if data:
             data["variant"] = path.parent.parent.parent.name
+            config = path.parent.parent.parent / "config.yaml"
+            if config.is_file():  # the options the job ran with (the variant's recipe)
+                import yaml
+
+                data["run_options"] = (yaml.safe_load(config.read_text()) or {}).get(
+                    "method_options") or {}
             found.append(data)
     return found
 
@@ -201,6 +207,8 @@ def arm_table(rows: list[dict[str, Any]]) -> list[str]:
         method, options = mine[0]["method"], {}
         if variant in KD_VARIANTS:
             method, options = KD_VARIANTS[variant]
+        elif variant == UNLABELLED and mine[0].get("run_options"):
+            options = mine[0]["run_options"]
         lines.append(f"| {variant} | {method} | {json.dumps(options) if options else '-'} | "
                      f"{len(mine)} | {statistics.fmean(tests):.2f} ± "
                      f"{statistics.stdev(tests) if len(tests) > 1 else 0:.2f} | "
