@@ -232,10 +232,12 @@ def per_student(rows: list[dict[str, Any]]) -> list[str]:
 
 def write_report(out: Path, args: argparse.Namespace, wall: float) -> Path:
     teacher = read_json(out / "teacher" / "done.json") or {}
+    everything = [r for arm in ("sweep", "confirm") for r in results(out / arm)]
     teacher_test = read_json(out / "teacher_test.json") or {}
     lines = ["# Where distillation helps (bench/kd_regime.py)", "",
              f"Machine: {machine_line()}. Date: {time.strftime('%Y-%m-%d %H:%M')}. "
-             f"Wall time of this invocation: {wall / 60:.1f} min.", "",
+             f"{len(everything)} student jobs, {sum(r.get('seconds', 0) for r in everything) / 3600:.1f} h of "
+             f"training epochs in all (one thread each).", "",
              f"Regime: Fashion-MNIST at {args.image_size}x{args.image_size}; teacher resnet32 "
              f"(standard) on {args.teacher_limit:,} labelled images, {args.teacher_epochs} "
              f"epochs: test top-1 {teacher_test.get('test_acc', float('nan')) * 100:.2f}% "
