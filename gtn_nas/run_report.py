@@ -259,7 +259,7 @@ def write_report(run_dir: Path, state: dict[str, Any]) -> tuple[Path, list[dict[
         for key, name in (("gain", "training alone (none)"), ("gain_ls", "label smoothing (ls)")):
             gains = [r[key] for r in rows if r[key] is not None]
             if gains:
-                mean_gain = statistics.fmean(gains)
+                mean_gain = round(statistics.fmean(gains), 4) + 0.0  # no "-0.0"
                 verdict = "beat" if mean_gain > 0 else "did NOT beat"
                 lines.append(f"On average the {main}-distilled students {verdict} {name}: "
                              f"{mean_gain * 100:+.1f} points of test top-1 "
