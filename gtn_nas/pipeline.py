@@ -155,7 +155,7 @@ class RunConfig:
         self.teacher.train.validate()
         self.teacher.pretrain_train.validate()
         self.distill.train.validate()
-        from gtn_nas.distill import TEACHERLESS
+        from gtn_nas.distill import TEACHERLESS, method_options
 
         if self.distill.method in TEACHERLESS:
             raise ConfigError(f"distill.method {self.distill.method} is a baseline; choose a "
@@ -164,21 +164,12 @@ class RunConfig:
             if name not in TEACHERLESS:
                 raise ConfigError(f"distill.baselines: '{name}' is not a teacherless method "
                                   f"(choose from {', '.join(TEACHERLESS)})")
-        from gtn_nas.distill import method_options
-
         merged = {**self.distill.recipes.get(self.distill.method, {}), **self.distill.options}
         for key in merged:
             if key not in method_options(self.distill.method):
                 raise ConfigError(f"distill: method {self.distill.method} has no option "
                                   f"'{key}' (options: "
                                   f"{', '.join(method_options(self.distill.method))})")
-        for name, options in self.distill.baseline_options.items():
-            if name in self.distill.baselines:
-                for key in options:
-                    if key not in method_options(name):
-                        raise ConfigError(f"distill.baseline_options.{name}: method {name} has "
-                                          f"no option '{key}' (options: "
-                                          f"{', '.join(method_options(name)) or 'none'})")
         if self.teacher.warmup_epochs and (not self.teacher.pretrain
                                            or self.teacher.method == "standard"):
             raise ConfigError("teacher.warmup_epochs freezes a pre-trained teacher while its "
@@ -189,10 +180,15 @@ class RunConfig:
         if len(set(self.distill.baselines)) != len(self.distill.baselines):
             raise ConfigError(f"distill.baselines repeats a method: "
                               f"{list(self.distill.baselines)}")
-        for name in self.distill.baseline_options:
+        for name, options in self.distill.baseline_options.items():
             if name not in self.distill.baselines:
                 raise ConfigError(f"distill.baseline_options: '{name}' is not in "
                                   f"distill.baselines")
+            for key in options:
+                if key not in method_options(name):
+                    raise ConfigError(f"distill.baseline_options.{name}: method {name} has "
+                                      f"no option '{key}' (options: "
+                                      f"{', '.join(method_options(name)) or 'none'})")
         warmup = self.teacher.resolved_warmup()
         if warmup < 0 or (warmup and warmup >= self.teacher.train.epochs):
             raise ConfigError(f"teacher.warmup_epochs must be in [0, teacher.train.epochs), "
