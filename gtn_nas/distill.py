@@ -49,6 +49,7 @@ from typing import Any, Callable, Literal, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.profiler import record_function
 
 from gtn_nas.errors import ConfigError
 from gtn_nas.losses import (attention_transfer_loss, dkd_loss, dkd_warmup_factor, hint_loss,
@@ -149,7 +150,7 @@ class Distiller(nn.Module):
 
     def teacher_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The teacher's logits and cut features, without gradient."""
-        with torch.no_grad():
+        with torch.no_grad(), record_function("distill/teacher_forward"):
             return self.teacher.forward_with_features(x)
 
     def export_student(self) -> nn.Module:

@@ -9,8 +9,9 @@ any named terms; entries ending in ``logits`` are scored as accuracies (``logits
 - ``param_groups() -> list[dict]``: the optimizer's groups (default: all trainable parameters);
 - ``on_epoch_start(epoch, epochs)``: e.g. freeze a pretrained teacher during warm-up;
 - ``after_optimizer_step(x, y, outputs) -> dict | None``: e.g. an architecture step;
-- ``evaluate_extra(val_loader, fabric) -> dict``: extra validation values (logged as ``val/*``),
-  e.g. GTN's branch accuracies averaged over K fixed paths on the whole validation split;
+- ``validate(val_loader, fabric) -> dict``: the whole validation (logged as ``val/*``) instead
+  of the engine's pass of :func:`evaluate`, e.g. GTN's teacher and branch accuracies over K
+  fixed paths in one pass over the validation split;
 - ``epoch_summary() -> dict``: extra values for the epoch's record (a sampler's distribution);
 - ``after_validation(record)``: sees the epoch's record before the checkpoint is written, so
   state it keeps (a distiller's best-on-validation weights) is saved with the epoch.
@@ -45,6 +46,7 @@ from typing import Any, Callable, Iterator, Literal, Mapping
 import numpy as np
 import torch
 from torch import nn
+from torch.autograd.profiler import record_function
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from gtn_nas.config import to_plain
@@ -62,7 +64,12 @@ CHECKPOINT_FORMAT = "gtn-nas-train/1"
 class TrainConfig:
     """Optimisation and device settings (defaults: the papers' CIFAR recipe, on CPU).
 
-    ``batch_size`` is the global batch, split evenly across ``devices``.
+    ``batch_size`` is the global batch, split evenly across ``devices``. ``val_every = k``
+    validates after every k-th epoch and after the last (the records of the other epochs have
+    no ``val/*`` values; best-on-validation is chosen among the validated epochs).
+    ``channels_last`` and ``compile`` are opt-in CPU speed-ups (docs/BENCHMARKS.md, "Training
+    speed"): each changes the numbers in the last bits, so a seeded run is reproduced only
+    with the same settings (and the same thread count).
     """
 
     epochs: int = 240
@@ -82,6 +89,9 @@ class TrainConfig:
     precision: str = "32-true"
     max_steps_per_epoch: int | None = None
     eval_batch_size: int = 256
+    val_every: int = 1
+    channels_last: bool = False
+    compile: bool = False
     num_workers: int = 0
     progress: bool = True
     sync_batchnorm: bool = False
@@ -103,6 +113,9 @@ class TrainConfig:
                   (self.max_steps_per_epoch is None or self.max_steps_per_epoch >= 1,
                    "max_steps_per_epoch must be >= 1"),
                   (self.grad_clip is None or self.grad_clip > 0, "grad_clip must be > 0"),
+                  (not isinstance(self.val_every, bool) and isinstance(self.val_every, int)
+                   and self.val_every >= 1, f"val_every must be an integer >= 1, got "
+                   f"{self.val_every!r}"),
                   (not self.sync_batchnorm or self.accelerator not in ("cpu",),
                    "sync_batchnorm needs GPUs (PyTorch's SyncBatchNorm is GPU-only); on CPU "
                    "batch-norm statistics stay per process")]
@@ -289,6 +302,10 @@ def fit(method: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainCo
         history = list(state["history"])
         start_epoch = int(state["epoch"])
         _log.info("resuming %s after epoch %d", run_dir, start_epoch)
+    if config.channels_last:  # conv outputs follow their weights' NHWC layout
+        method.to(memory_format=torch.channels_last)
+    if config.compile:  # in place: the state_dict keys stay those of the eager module
+        method.compile()
     model, optimizer = fabric.setup(method, optimizer)
 
     sampler = ShardedBatchSampler(len(train_set), config.batch_size, rank, world, config.seed,
@@ -309,20 +326,29 @@ def fit(method: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainCo
         if hasattr(raw, "on_epoch_start"):
             raw.on_epoch_start(epoch, config.epochs)
         model.train()
-        train_meter = _Meter()
+        train_meter = RunningMeans()
         batches = _progress(loader, config.progress and fabric.is_global_zero,
                             f"epoch {epoch + 1}/{config.epochs}")
-        for x, y in batches:
-            x, y = fabric.to_device((x, y))
-            outputs = model(x, y)
-            optimizer.zero_grad(set_to_none=True)
-            fabric.backward(outputs["loss"])
-            if config.grad_clip is not None:
-                fabric.clip_gradients(model, optimizer, max_norm=config.grad_clip)
-            optimizer.step()
-            extra = raw.after_optimizer_step(x, y, outputs) \
-                if hasattr(raw, "after_optimizer_step") else None
-            train_meter.update(outputs, y, extra)
+        batch_iterator = iter(batches)
+        while True:
+            with record_function("engine/data"):
+                batch = next(batch_iterator, None)
+                if batch is None:
+                    break
+                x, y = fabric.to_device(batch)
+            with record_function("engine/forward"):
+                outputs = model(x, y)
+            with record_function("engine/backward"):
+                optimizer.zero_grad(set_to_none=True)
+                fabric.backward(outputs["loss"])
+            with record_function("engine/optimizer"):
+                if config.grad_clip is not None:
+                    fabric.clip_gradients(model, optimizer, max_norm=config.grad_clip)
+                optimizer.step()
+                extra = raw.after_optimizer_step(x, y, outputs) \
+                    if hasattr(raw, "after_optimizer_step") else None
+            with record_function("engine/metrics"):
+                train_meter.update(outputs, y, extra)
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
         record: dict[str, Any] = {"epoch": epoch + 1, "lr": lr}
@@ -332,10 +358,11 @@ def fit(method: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainCo
                                                       reduce_op="mean"))
                            for k in sorted(train_means)}
         record.update({f"train/{k}": v for k, v in train_means.items()})
-        record.update({f"val/{k}": v for k, v in evaluate(raw, val_loader, fabric).items()})
-        if hasattr(raw, "evaluate_extra"):  # e.g. GTN: branch accuracies over K fixed paths
-            record.update({f"val/{k}": v
-                           for k, v in raw.evaluate_extra(val_loader, fabric).items()})
+        if (epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs:
+            with record_function("engine/validation"):
+                values = raw.validate(val_loader, fabric) if hasattr(raw, "validate") \
+                    else evaluate(raw, val_loader, fabric)
+            record.update({f"val/{k}": v for k, v in values.items()})
         if hasattr(raw, "epoch_summary"):
             record.update(raw.epoch_summary())
         if hasattr(raw, "after_validation"):  # e.g. keep the best weights in the checkpoint
@@ -343,12 +370,14 @@ def fit(method: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainCo
         record["seconds"] = round(time.perf_counter() - started, 3)
         history.append(record)
         if fabric.is_global_zero:
-            atomic_torch_save({"format": CHECKPOINT_FORMAT, "digest": digest,
-                               "identity": identity, "epoch": epoch + 1,
-                               "method": raw.state_dict(), "optimizer": optimizer.state_dict(),
-                               "scheduler": scheduler.state_dict(), "history": history},
-                              checkpoint_path)
-            write_metrics(run_dir, history)
+            with record_function("engine/checkpoint"):
+                atomic_torch_save({"format": CHECKPOINT_FORMAT, "digest": digest,
+                                   "identity": identity, "epoch": epoch + 1,
+                                   "method": raw.state_dict(),
+                                   "optimizer": optimizer.state_dict(),
+                                   "scheduler": scheduler.state_dict(), "history": history},
+                                  checkpoint_path)
+                write_metrics(run_dir, history)
         fabric.barrier()
         if on_epoch_end is not None and fabric.is_global_zero:
             on_epoch_end(record)
@@ -365,7 +394,7 @@ def evaluate(method: nn.Module, loader: DataLoader, fabric: Any = None) -> dict[
     """Averages ``method``'s outputs over ``loader`` in eval mode (restoring the mode after)."""
     was_training = method.training
     method.eval()
-    meter = _Meter()
+    meter = RunningMeans()
     try:
         for x, y in loader:
             if fabric is not None:
@@ -430,14 +459,19 @@ def _progress(iterable, enabled: bool, description: str):
     return tqdm(iterable, desc=description, leave=False, dynamic_ncols=True, disable=None)
 
 
-class _Meter:
-    """Running means of scalar outputs and accuracies of ``*logits`` outputs."""
+class RunningMeans:
+    """Running means of scalar outputs and accuracies of ``*logits`` outputs.
+
+    Sums stay tensors (float64, on the outputs' device) until :meth:`means`, so a training step
+    waits for no device-to-host copy; the arithmetic is the one a float sum would do
+    (``mean * count`` per batch, added in double precision), so the means are bit-identical.
+    """
 
     def __init__(self) -> None:
-        self.sums: dict[str, float] = {}
-        self.counts: dict[str, int] = {}
+        self.sums: dict[str, Any] = {}
+        self.counts: dict[str, Any] = {}
 
-    def _add(self, key: str, value: float, count: int) -> None:
+    def _add(self, key: str, value: Any, count: Any) -> None:
         self.sums[key] = self.sums.get(key, 0.0) + value * count
         self.counts[key] = self.counts.get(key, 0) + count
 
@@ -445,22 +479,26 @@ class _Meter:
                extra: Mapping[str, Any] | None = None) -> None:
         count = int(targets.shape[0])
         labelled = targets >= 0  # unlabelled items (gtn_nas.partial_labels) have no accuracy
-        scored = int(labelled.sum())
+        scored = labelled.sum().double()
         for key, value in outputs.items():
             if not isinstance(value, torch.Tensor):
                 continue
             if key.endswith("logits"):
-                if not scored:
-                    continue
                 name = "acc" if key == "logits" else key[: -len("logits")] + "acc"
-                hits = (value.detach().argmax(dim=-1) == targets) & labelled
-                self._add(name, hits.sum().item() / scored, scored)
+                hits = ((value.detach().argmax(dim=-1) == targets) & labelled).sum().double()
+                # a batch without labels adds 0 to both sums (0 / 1 * 0)
+                self._add(name, hits / scored.clamp(min=1), scored)
             elif value.dim() == 0:
-                self._add(key, float(value.detach()), count)
+                self._add(key, value.detach().double(), count)
         for key, value in (extra or {}).items():
             if isinstance(value, (int, float)) or (isinstance(value, torch.Tensor)
                                                    and value.dim() == 0):
                 self._add(key, float(value), count)
 
     def means(self) -> dict[str, float]:
-        return {k: self.sums[k] / self.counts[k] for k in self.sums if self.counts[k]}
+        out = {}
+        for key, total in self.sums.items():
+            count = float(self.counts[key])
+            if count:
+                out[key] = float(total) / count
+        return out

@@ -35,7 +35,7 @@ def recalibrated(module: nn.Module, run: Callable[[], object]) -> Iterator[nn.Mo
         module: The module whose BN layers are recalibrated (e.g. one branch's body).
         run: Forwards the recalibration batches through ``module`` on the wanted path.
     """
-    norms = [m for m in module.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+    norms = _norms(module)
     saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone(),
               m.momentum) for m in norms]
     flags = [(m, m.training) for m in module.modules()]
@@ -57,3 +57,35 @@ def recalibrated(module: nn.Module, run: Callable[[], object]) -> Iterator[nn.Mo
                 m.momentum = momentum
         for m, flag in flags:
             m.training = flag
+
+
+Statistics = list[tuple[torch.Tensor, torch.Tensor]]
+"""The running mean and variance of each tracked BatchNorm layer of a module, in order."""
+
+
+def _norms(module: nn.Module) -> list[_BatchNorm]:
+    return [m for m in module.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+
+
+def statistics_of(module: nn.Module) -> Statistics:
+    """A copy of ``module``'s BN running statistics (what eval mode uses)."""
+    return [(m.running_mean.clone(), m.running_var.clone()) for m in _norms(module)]
+
+
+def recalibrated_statistics(module: nn.Module, run: Callable[[], object]) -> Statistics:
+    """The statistics :func:`recalibrated` gives ``module`` for ``run``; ``module`` is left
+    exactly as it was. With :func:`load_statistics`, K paths can be evaluated batch by batch
+    in one pass over the data (their statistics swapped in per batch) instead of K passes."""
+    with recalibrated(module, run):
+        return statistics_of(module)
+
+
+def load_statistics(module: nn.Module, statistics: Statistics) -> None:
+    """Copies ``statistics`` (from :func:`statistics_of`) into ``module``'s BN layers."""
+    norms = _norms(module)
+    if len(norms) != len(statistics):
+        raise ValueError(f"{len(statistics)} statistics for {len(norms)} BatchNorm layers")
+    with torch.no_grad():
+        for m, (mean, var) in zip(norms, statistics):
+            m.running_mean.copy_(mean)
+            m.running_var.copy_(var)

@@ -89,12 +89,14 @@ def plot_training_curves(history: Sequence[dict[str, Any]], path: str | Path,
     for i, key in enumerate(acc_keys):
         name = "teacher" if key == "acc" else key[: -len("_acc")].replace("branch", "stu_branch_")
         colour = f"C{i}"
-        ax.plot(epochs, [r.get(f"val/{key}") for r in history], "-o", color=colour, ms=3,
+        validated = [r for r in history if r.get(f"val/{key}") is not None]  # --val-every
+        val_epochs = [r["epoch"] for r in validated]
+        ax.plot(val_epochs, [r[f"val/{key}"] for r in validated], "-o", color=colour, ms=3,
                 label=f"{name} (val)")
-        low = [r.get(f"val/{key}_min") for r in history]
-        high = [r.get(f"val/{key}_max") for r in history]
-        if history and all(v is not None for v in low + high):
-            ax.fill_between(epochs, low, high, color=colour, alpha=0.12, linewidth=0)
+        low = [r.get(f"val/{key}_min") for r in validated]
+        high = [r.get(f"val/{key}_max") for r in validated]
+        if validated and all(v is not None for v in low + high):
+            ax.fill_between(val_epochs, low, high, color=colour, alpha=0.12, linewidth=0)
         ax.plot(epochs, [r.get(f"train/{key}") for r in history], "--", color=colour,
                 alpha=0.6, label=f"{name} (train)")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))

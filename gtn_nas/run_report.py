@@ -82,7 +82,8 @@ def plot_distill_curves(run_dir: Path, methods: list[str], path: Path) -> Path |
             history = _metrics(seeds[0]) if seeds else []
             if not history:
                 continue
-            ax.plot([r["epoch"] for r in history], [r.get("val/acc") for r in history],
+            validated = [r for r in history if r.get("val/acc") is not None]  # --val-every
+            ax.plot([r["epoch"] for r in validated], [r["val/acc"] for r in validated],
                     style, color=f"C{i}", label=f"{student} ({method})")
             drawn += 1
     if not drawn:

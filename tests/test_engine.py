@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 
 import pytest
 import torch
@@ -139,6 +140,48 @@ def test_resume_refusals_overwrite_nothing(data, tmp_path):
         fit(_method(), data.train, data.val, _config(), run, resume=True)
 
 
+def test_val_every_validates_every_kth_epoch_and_the_last(data, tmp_path):
+    every = fit(_method(), data.train, data.val, _config(epochs=5, milestones=(4,)),
+                tmp_path / "every")
+    sparse = fit(_method(), data.train, data.val,
+                 _config(epochs=5, milestones=(4,), val_every=2), tmp_path / "sparse")
+    validated = [r["epoch"] for r in sparse.history if "val/acc" in r]
+    assert validated == [2, 4, 5]
+    for a, b in zip(every.history, sparse.history):  # validation never changes training
+        assert a["train/loss"] == b["train/loss"]
+        if "val/acc" in b:
+            assert a["val/acc"] == b["val/acc"]
+    sa = torch.load(every.checkpoint, weights_only=True)["method"]
+    sb = torch.load(sparse.checkpoint, weights_only=True)["method"]
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    with pytest.raises(ConfigError, match="val_every must be an integer >= 1"):
+        fit(_method(), data.train, data.val, _config(val_every=0), tmp_path / "bad")
+
+
+def test_meter_means_equal_a_float_sum_and_skip_unlabelled_batches():
+    """Tensor sums (no host copy per step) give exactly what the float arithmetic gave."""
+    from gtn_nas.engine import RunningMeans
+
+    generator = torch.Generator().manual_seed(0)
+    meter, sums, counts = RunningMeans(), {}, {}
+    for size in (64, 64, 37, 5):
+        logits = torch.randn(size, 10, generator=generator)
+        targets = torch.randint(0, 10, (size,), generator=generator)
+        targets[: size // 3] = -100  # unlabelled items score no accuracy
+        loss = torch.rand((), generator=generator)
+        meter.update({"loss": loss, "logits": logits}, targets)
+        scored = int((targets >= 0).sum())
+        hits = int(((logits.argmax(1) == targets) & (targets >= 0)).sum())
+        for key, value, count in (("loss", float(loss), size), ("acc", hits / scored, scored)):
+            sums[key] = sums.get(key, 0.0) + value * count
+            counts[key] = counts.get(key, 0) + count
+    meter.update({"loss": torch.tensor(0.5), "logits": torch.randn(4, 10)},
+                 torch.full((4,), -100))  # a batch without labels: loss counted, no accuracy
+    sums["loss"] += 0.5 * 4
+    counts["loss"] += 4
+    assert meter.means() == {key: sums[key] / counts[key] for key in sums}
+
+
 def test_bad_training_configs(data, tmp_path):
     with pytest.raises(ConfigError, match="divide evenly across 3 devices"):
         fit(_method(), data.train, data.val, _config(devices=3, batch_size=32), tmp_path)
@@ -173,3 +216,21 @@ def test_gtn_with_learned_sampler_resumes_exactly(data, tmp_path):
             assert torch.equal(value, actual[key]), key
     assert full.sampler.optimizer.state_dict()["state"].keys() == \
         resumed.sampler.optimizer.state_dict()["state"].keys()
+
+
+@pytest.mark.parametrize("option", [
+    "channels_last",
+    pytest.param("compile", marks=pytest.mark.skipif(
+        not (shutil.which("g++") or shutil.which("c++")),
+        reason="torch.compile on CPU needs a C++ compiler"))])
+def test_cpu_speed_options_train_and_keep_the_checkpoint_format(data, tmp_path, option):
+    """Opt-in speed-ups: the run learns like the default one (not bit for bit: other kernels)
+    and its checkpoint loads into a plain (NCHW, eager) method."""
+    config = _config(epochs=2, max_steps_per_epoch=4, **{option: True})
+    result = fit(_method(), data.train, data.val, config, tmp_path / option)
+    default = fit(_method(), data.train, data.val, _config(epochs=2, max_steps_per_epoch=4),
+                  tmp_path / "default")
+    assert result.history[-1]["train/loss"] == pytest.approx(
+        default.history[-1]["train/loss"], rel=1e-3)
+    plain = _method()
+    plain.load_state_dict(torch.load(result.checkpoint, weights_only=True)["method"])

@@ -125,3 +125,14 @@ def test_scale_flags_parse_and_a_study_refuses_another_scale(tmp_path):
         evidence.main(["--out", str(tmp_path), "--stages", "report"])
     with pytest.raises(SystemExit):
         evidence.parse_args(["--limit", "many"])
+
+
+def test_study_workers_never_oversubscribe_the_cores(capsys):
+    assert evidence.plan_workers(2, threads=1, cores=2) == 2
+    assert evidence.plan_workers(4, threads=1, cores=2) == 2
+    assert evidence.plan_workers(2, threads=2, cores=2) == 1
+    assert evidence.plan_workers(3, threads=4, cores=2) == 1
+    lines = [line for line in capsys.readouterr().out.splitlines() if line]
+    assert len(lines) == 3 and "exceed the 2 usable cores: running 2 worker(s)" in lines[0]
+    with pytest.raises(SystemExit, match="--workers must be >= 1"):
+        evidence.plan_workers(0, cores=2)

@@ -234,14 +234,14 @@ def test_logged_branch_accuracy_averages_k_fixed_paths(space, monkeypatch):
         expected.append(correct / 9)
     method.train()
     seen = []
-    original = GTNMethod.branch_logits
+    original = GTNMethod._branch_outputs
 
-    def spy(self, x, sample):
+    def spy(self, x, features, sample):
         seen.append(tuple(sample.items()))
-        return original(self, x, sample)
+        return original(self, x, features, sample)
 
-    monkeypatch.setattr(GTNMethod, "branch_logits", spy)
-    logged = method.evaluate_extra(val)
+    monkeypatch.setattr(GTNMethod, "_branch_outputs", spy)
+    logged = method.validate(val)
     assert len(set(seen)) == 3 and logged["paths"] == 3
     assert logged["branch1_acc"] == pytest.approx(sum(expected) / 3)
     assert logged["branch1_acc_min"] == pytest.approx(min(expected))
@@ -255,11 +255,59 @@ def test_evaluation_recalibrates_each_path_and_restores_the_shared_statistics(sp
     method.on_epoch_start(0, 1)
     method(x, y)["loss"].backward()
     shared = {k: v.clone() for k, v in method.branches.state_dict().items()}
-    with_recal = method.evaluate_extra([(x, y)])
+    with_recal = method.validate([(x, y)])
     after = method.branches.state_dict()
     assert all(torch.equal(after[k], shared[k]) for k in shared)
     method.eval_recalibration_batches, method._recent = 0, []
-    assert method.evaluate_extra([(x, y)]).keys() == with_recal.keys()
+    assert method.validate([(x, y)]).keys() == with_recal.keys()
+
+
+def test_one_pass_validation_equals_one_pass_per_path(space):
+    """validate() runs the teacher once per batch and swaps each path's recalibrated BN
+    statistics in; the numbers are exactly those of recalibrating and evaluating path by path
+    with the engine's teacher pass beside (how validation ran before)."""
+    from gtn_nas.engine import evaluate
+    from gtn_nas.recalibration import recalibrated
+
+    torch.manual_seed(0)
+    method = GTNMethod(_teacher(), space, PathSampler(space, "uniform", seed=0), SIZE,
+                       eval_paths=3, eval_recalibration_batches=2, full_branch=True)
+    gen = torch.Generator().manual_seed(1)
+    train = [(torch.randn(6, 3, SIZE, SIZE, generator=gen), torch.arange(6) % 10)
+             for _ in range(3)]
+    val = [(torch.randn(7, 3, SIZE, SIZE, generator=gen), torch.arange(7) % 10),
+           (torch.randn(5, 3, SIZE, SIZE, generator=gen), torch.arange(5) % 10)]
+    method.on_epoch_start(0, 1)
+    optimizer = torch.optim.SGD(method.param_groups(), lr=0.1)
+    for x, y in train:  # trained statistics differ from any path's own
+        optimizer.zero_grad()
+        method(x, y)["loss"].backward()
+        optimizer.step()
+    expected = evaluate(method, val)
+    method.eval()
+    per_path: dict[str, list[float]] = {}
+    for sample in method.validation_paths():
+        def run(sample=sample):
+            for x in method._recent:
+                method.branch_logits(x, sample)
+
+        with recalibrated(method.branches, run):
+            correct: dict[str, int] = {}
+            for x, y in val:
+                for name, z in method.branch_logits(x, sample).items():
+                    correct[name] = correct.get(name, 0) + int((z.argmax(1) == y).sum())
+        for name, count in correct.items():
+            per_path.setdefault(name, []).append(count / 12)
+    method.train()
+    for name, accs in per_path.items():
+        expected.update({f"{name}_acc": sum(accs) / len(accs), f"{name}_acc_min": min(accs),
+                         f"{name}_acc_max": max(accs)})
+    expected["paths"] = 3.0
+    shared = {k: v.clone() for k, v in method.branches.state_dict().items()}
+    assert method.validate(val) == expected
+    assert set(per_path) == {"branch1", "branch2", "branch3", "full"}
+    assert all(torch.equal(v, shared[k]) for k, v in method.branches.state_dict().items())
+    assert method.training
 
 
 def test_sandwich_and_inplace_distillation_add_terms(space, batch):

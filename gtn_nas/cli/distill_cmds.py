@@ -45,7 +45,8 @@ def cmd_distill(args: argparse.Namespace) -> int:
     config = load_config(DistillRunConfig, args.config, run)
     train = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "schedule",
                                            "accelerator", "devices", "strategy", "precision",
-                                           "max_steps_per_epoch", "num_workers", "grad_clip")}
+                                           "max_steps_per_epoch", "num_workers", "grad_clip",
+                                           "val_every", "compile", "channels_last")}
     train = {k: v for k, v in train.items() if v is not None}
     if train:
         config.train = load_config(type(config.train), None, {**to_plain(config.train), **train})
@@ -53,8 +54,9 @@ def cmd_distill(args: argparse.Namespace) -> int:
     path = args.out or f"runs/distill-{config.method}-{config.data}"
 
     def epoch(record: dict) -> None:
+        val = record.get("val/acc")
         out(f"  epoch {record['epoch']}: loss={record.get('train/loss', float('nan')):.4f}  "
-            f"val acc={record.get('val/acc', float('nan')):.3f}  ({record['seconds']:.1f} s)")
+            f"val acc={'-' if val is None else f'{val:.3f}'}  ({record['seconds']:.1f} s)")
 
     result = distill(config, path, shard=shard, on_job=out, on_epoch_end=epoch)
     out(f"{len(result.ran)} run(s) trained, {len(result.skipped)} finished earlier")
@@ -137,6 +139,9 @@ def register(commands) -> None:
     dist.add_argument("--schedule", help="cosine (default), step or constant")
     dist.add_argument("--grad-clip", type=float, help="gradient-norm clip")
     dist.add_argument("--max-steps-per-epoch", type=int, help="cap the steps of an epoch")
+    dist.add_argument("--val-every", type=int, metavar="K",
+                      help="validate every K epochs and after the last (default 1); the best "
+                           "student is chosen among the validated epochs")
     add_device_arguments(dist)
     dist.add_argument("--shard", help="K/N: run every N-th job starting at the K-th")
     dist.add_argument("--no-export", action="store_true", help="skip the ONNX export")

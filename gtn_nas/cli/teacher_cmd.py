@@ -24,7 +24,8 @@ def cmd_train_teacher(args: argparse.Namespace) -> int:
     refuse_untrusted_config_space(args.config, args.space)
     train = {k: getattr(args, k) for k in (
         "epochs", "batch_size", "lr", "schedule", "seed", "accelerator", "devices", "strategy",
-        "precision", "max_steps_per_epoch", "num_workers")}
+        "precision", "max_steps_per_epoch", "num_workers", "val_every", "compile",
+        "channels_last")}
     if args.sync_batchnorm:
         train["sync_batchnorm"] = True
     train["milestones"] = args.milestones
@@ -67,6 +68,12 @@ def add_device_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strategy", help="auto, ddp, ddp_spawn")
     parser.add_argument("--precision", help="32-true, bf16-mixed, 16-mixed")
     parser.add_argument("--num-workers", type=int, help="data-loading processes")
+    parser.add_argument("--channels-last", action="store_true", default=None,
+                        help="NHWC memory format (faster convolutions on CPU; results differ "
+                             "from the default in the last bits)")
+    parser.add_argument("--compile", action="store_true", default=None,
+                        help="torch.compile the training step (pays only on long runs: the "
+                             "compile takes tens of seconds; not bit-identical)")
 
 
 def register(commands) -> None:
@@ -123,6 +130,8 @@ def register(commands) -> None:
     tt.add_argument("--milestones", type=int, nargs="+", help="epochs of the x0.1 steps")
     tt.add_argument("--seed", type=int)
     tt.add_argument("--max-steps-per-epoch", type=int, help="cap the steps of an epoch")
+    tt.add_argument("--val-every", type=int, metavar="K",
+                    help="validate every K epochs and after the last (default 1)")
     add_device_arguments(tt)
     tt.add_argument("--sync-batchnorm", action="store_true",
                     help="DDP: batch-norm statistics over the global batch")

@@ -15,9 +15,9 @@ all branches. Losses per step:
   for every branch path run in the step (in-place distillation from the teacher).
 
 After the weight step the sampler takes a REINFORCE step on the drawn path's per-branch losses.
-Validation (:meth:`GTNMethod.evaluate_extra`) averages branch accuracies over a fixed set of
-``eval_paths`` paths on the whole validation split, each after per-path BN recalibration on
-recent training batches; the engine's own pass then scores the teacher alone.
+Validation (:meth:`GTNMethod.validate`) scores the teacher and averages branch accuracies over
+a fixed set of ``eval_paths`` paths on the whole validation split, each path after per-path BN
+recalibration on recent training batches, in one pass (the teacher runs once per batch).
 
 Example:
     >>> sampler = PathSampler(space, "learned", seed=0)                           # doctest: +SKIP
@@ -87,7 +87,7 @@ class GTNMethod(BranchedTeacherMethod):
     def on_epoch_start(self, epoch: int, epochs: int) -> None:
         super().on_epoch_start(epoch, epochs)
         self.sampler.set_epoch(epoch)
-        # The recalibration batches of evaluate_extra come from this epoch only, so a run
+        # The recalibration batches of validate() come from this epoch only, so a run
         # resumed from the last checkpoint logs what the uninterrupted run logged.
         self._recent.clear()
 
@@ -128,7 +128,7 @@ class GTNMethod(BranchedTeacherMethod):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
         logits, features = self.teacher_forward(x)
-        if not self.training:  # the engine's pass scores the teacher; branches: evaluate_extra
+        if not self.training:  # the teacher alone; validate() scores the branches too
             ce = F.cross_entropy(logits, y)
             return {"loss": ce, "teacher_ce": ce, "logits": logits}
         self._remember(x)
@@ -178,59 +178,75 @@ class GTNMethod(BranchedTeacherMethod):
             del self._recent[:-self.eval_recalibration_batches]
 
     # ------------------------------------------------------------------ validation
+    def _branch_outputs(self, x: torch.Tensor, features: list[torch.Tensor],
+                        sample: Sample) -> dict[str, torch.Tensor]:
+        out = {f"branch{k}": z for k, z in enumerate(self.branches(features, sample), start=1)}
+        if self.branches.has_full:
+            out["full"] = self.branches.full_path(x, sample)
+        return out
+
     def branch_logits(self, x: torch.Tensor, sample: Sample) -> dict[str, torch.Tensor]:
         """Branch name -> logits of every branch on ``sample`` (current modes, no grad)."""
         with torch.no_grad():
             _, features = self.teacher.forward_with_features(x)
-            out = {f"branch{k}": z for k, z in
-                   enumerate(self.branches(features, sample), start=1)}
-            if self.branches.has_full:
-                out["full"] = self.branches.full_path(x, sample)
-        return out
+            return self._branch_outputs(x, features, sample)
 
-    def evaluate_extra(self, val_loader, fabric: Any = None) -> dict[str, float]:
-        """Branch accuracies averaged over the K fixed paths on the whole validation split.
+    @torch.no_grad()
+    def validate(self, val_loader, fabric: Any = None) -> dict[str, float]:
+        """The teacher's loss and accuracy and the branch accuracies averaged over the K fixed
+        paths, on the whole validation split, in one pass (the engine's validation).
 
         Each path's BN statistics are first recalibrated on the last
-        ``eval_recalibration_batches`` training batches (training images); the shared
-        statistics are restored afterwards. Returns ``{branch1_acc, .., full_acc,
-        <name>_acc_min, <name>_acc_max, paths}``.
+        ``eval_recalibration_batches`` training batches (training images, the teacher's
+        features of them computed once for every path); the pass then runs the teacher once
+        per batch and each path's branches with its statistics swapped in, and the shared
+        statistics are restored afterwards. The numbers are those of one pass per path.
+        Returns ``{loss, teacher_ce, acc, branch1_acc, .., full_acc, <name>_acc_min,
+        <name>_acc_max, paths}``.
         """
+        from gtn_nas.engine import RunningMeans
+        from gtn_nas.recalibration import (load_statistics, recalibrated_statistics,
+                                           statistics_of)
+
+        paths = self.validation_paths()
         flags = [(m, m.training) for m in self.modules()]
         self.eval()
-        per_path: dict[str, list[float]] = {}
+        teacher = RunningMeans()
+        correct: list[dict[str, int]] = [{} for _ in paths]
+        seen = 0
+        shared = statistics_of(self.branches) if self._recent else None
         try:
-            for sample in self.validation_paths():
-                def run(sample: Sample = sample) -> None:
-                    for x in self._recent:
-                        self.branch_logits(x, sample)
-
-                context = recalibrated(self.branches, run) if self._recent else None
-                if context is not None:
-                    context.__enter__()
-                try:
-                    correct: dict[str, int] = {}
-                    seen = 0
-                    for x, y in val_loader:
-                        if fabric is not None:
-                            x, y = fabric.to_device((x, y))
-                        for name, z in self.branch_logits(x, sample).items():
-                            correct[name] = correct.get(name, 0) + int((z.argmax(1) == y).sum())
-                        seen += int(y.shape[0])
-                finally:
-                    if context is not None:
-                        context.__exit__(None, None, None)
-                for name, count in correct.items():
-                    per_path.setdefault(name, []).append(count / max(seen, 1))
+            recent = [(x, self.teacher.forward_with_features(x)[1]) for x in self._recent]
+            per_path = [recalibrated_statistics(
+                self.branches, lambda sample=sample: [self._branch_outputs(x, f, sample)
+                                                      for x, f in recent])
+                        for sample in paths] if recent else None
+            for x, y in val_loader:
+                if fabric is not None:
+                    x, y = fabric.to_device((x, y))
+                logits, features = self.teacher.forward_with_features(x)
+                ce = F.cross_entropy(logits, y)
+                teacher.update({"loss": ce, "teacher_ce": ce, "logits": logits}, y)
+                for counts, sample, statistics in zip(correct, paths,
+                                                      per_path or [None] * len(paths)):
+                    if statistics is not None:
+                        load_statistics(self.branches, statistics)
+                    for name, z in self._branch_outputs(x, features, sample).items():
+                        counts[name] = counts.get(name, 0) + int((z.argmax(1) == y).sum())
+                seen += int(y.shape[0])
         finally:
+            if shared is not None:
+                load_statistics(self.branches, shared)
             for m, flag in flags:
                 m.training = flag
-        out: dict[str, float] = {}
-        for name, accs in per_path.items():
+        out = teacher.means()
+        names = list(correct[0]) if correct else []
+        for name in names:
+            accs = [counts[name] / max(seen, 1) for counts in correct]
             out[f"{name}_acc"] = sum(accs) / len(accs)
             out[f"{name}_acc_min"] = min(accs)
             out[f"{name}_acc_max"] = max(accs)
-        out["paths"] = float(len(next(iter(per_path.values()), [])))
+        out["paths"] = float(len(paths) if names else 0)
         return out
 
     def epoch_summary(self) -> dict[str, Any]:
