@@ -22,8 +22,8 @@ from distill_overhead import cpu_model
 
 
 def build(kind: str, channels_last: bool):
-    from gtn_nas.plugins import build_space
-    from gtn_nas.teachers import build_teacher
+    from gtn_nas.space.plugins import build_space
+    from gtn_nas.teacher.zoo import build_teacher
 
     torch.manual_seed(0)
     teacher = build_teacher("resnet32", num_classes=10, in_channels=1)

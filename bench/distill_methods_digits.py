@@ -5,7 +5,7 @@ Run: ./dev python bench/distill_methods_digits.py [--student s_nas_s] [--epochs 
 
 Trains (or reuses) a standard resnet32 teacher on digits, then distils the student with each
 method (KD, DKD, GPD with the teacher; GPD without a teacher; plain cross-entropy) through
-`gtn_nas.distill_run.distill`, the same code as `gtn-nas distill`. Finished runs are skipped,
+`gtn_nas.distill.jobs.distill`, the same code as `gtn-nas distill`. Finished runs are skipped,
 so an interrupted benchmark continues where it stopped. Prints a Markdown table for
 docs/BENCHMARKS.md: test top-1 mean +- std over seeds, and seconds per epoch.
 """
@@ -16,9 +16,9 @@ import argparse
 import statistics
 from pathlib import Path
 
-from gtn_nas.distill_run import DistillRunConfig, distill
+from gtn_nas.distill.jobs import DistillRunConfig, distill
 from gtn_nas.engine import TrainConfig
-from gtn_nas.train_teacher import TeacherRunConfig, train_teacher
+from gtn_nas.teacher.train import TeacherRunConfig, train_teacher
 
 METHODS = [("kd", True, {}), ("dkd", True, {"warmup_epochs": 2}), ("gpd", True, {}),
            ("gpd", False, {}), ("none", False, {})]

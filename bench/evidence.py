@@ -137,10 +137,10 @@ def student_files(out: Path) -> list[Path]:
 def search_stage(out: Path, scale: Scale) -> None:
     """s/m/l of a host_cpu search + random students, as sample files in out/students/."""
     from gtn_nas.data import load_dataset
-    from gtn_nas.pipeline import RunConfig, SearchStage, TeacherStage
-    from gtn_nas.pipeline import search_stage as run_search_stage
-    from gtn_nas.plugins import build_space
-    from gtn_nas.students import load_sample_file, save_sample_file
+    from gtn_nas.run.pipeline import RunConfig, SearchStage, TeacherStage
+    from gtn_nas.run.pipeline import search_stage as run_search_stage
+    from gtn_nas.space.plugins import build_space
+    from gtn_nas.space.students import load_sample_file, save_sample_file
 
     record_path = out / "search" / "search.json"
     if read_json(record_path) is not None:
@@ -174,7 +174,7 @@ def search_stage(out: Path, scale: Scale) -> None:
 
 def write_random_students(space, folder: Path, prefix: str, count: int, base: int,
                           taken: set) -> None:
-    from gtn_nas.students import save_sample_file
+    from gtn_nas.space.students import save_sample_file
 
     folder.mkdir(parents=True, exist_ok=True)
     index = made = 0
@@ -309,7 +309,7 @@ def _train(task: dict[str, Any], recipe):
 def _run_teacher(task: dict[str, Any]) -> None:
     from gtn_nas.config import from_mapping
     from gtn_nas.engine import TrainConfig
-    from gtn_nas.train_teacher import TeacherRunConfig, train_teacher
+    from gtn_nas.teacher.train import TeacherRunConfig, train_teacher
 
     config = from_mapping(TeacherRunConfig, {**task["config"],
                                              "train": _train(task, TrainConfig())}, "teacher")
@@ -325,7 +325,7 @@ def _run_teacher(task: dict[str, Any]) -> None:
 
 def _run_distill(task: dict[str, Any]) -> None:
     from gtn_nas.config import from_mapping
-    from gtn_nas.distill_run import DistillRunConfig, distill, student_recipe
+    from gtn_nas.distill.jobs import DistillRunConfig, distill, student_recipe
 
     config = from_mapping(DistillRunConfig, {**task["config"],
                                              "train": _train(task, student_recipe())},
@@ -361,9 +361,9 @@ def proxy_stage(out: Path, scale: Scale) -> None:
     import torch
 
     from gtn_nas.data import load_dataset
-    from gtn_nas.plugins import build_space
-    from gtn_nas.scoring import build_scorer, load_branch_scorer
-    from gtn_nas.students import load_sample_file
+    from gtn_nas.space.plugins import build_space
+    from gtn_nas.search.scoring import build_scorer, load_branch_scorer
+    from gtn_nas.space.students import load_sample_file
 
     path = out / "proxy" / "scores.json"
     if read_json(path) is not None:
@@ -411,15 +411,15 @@ def cost_stage(out: Path, scale: Scale) -> None:
 
     import torch
 
-    from gtn_nas.costs import count_flops
+    from gtn_nas.space.costs import count_flops
     from gtn_nas.data import load_dataset
-    from gtn_nas.methods.gtn import GTNMethod
-    from gtn_nas.methods.path_sampler import PathSampler
-    from gtn_nas.methods.sftn import SFTNMethod
-    from gtn_nas.methods.standard import StandardMethod
-    from gtn_nas.plugins import build_space
-    from gtn_nas.students import load_sample_file
-    from gtn_nas.teachers import build_teacher
+    from gtn_nas.teacher.methods.gtn import GTNMethod
+    from gtn_nas.teacher.methods.path_sampler import PathSampler
+    from gtn_nas.teacher.methods.sftn import SFTNMethod
+    from gtn_nas.teacher.methods.standard import StandardMethod
+    from gtn_nas.space.plugins import build_space
+    from gtn_nas.space.students import load_sample_file
+    from gtn_nas.teacher.zoo import build_teacher
     from teacher_step_time import _PlainBranches, step_times
 
     path = out / "cost.json"
@@ -469,13 +469,13 @@ def speed_stage(out: Path, scale: Scale) -> None:
     import torch
 
     from gtn_nas.data import load_dataset
-    from gtn_nas.latency import measure_module
-    from gtn_nas.pipeline import auto_budgets
-    from gtn_nas.plugins import build_space
-    from gtn_nas.profiles import load_profile
-    from gtn_nas.scoring import build_scorer
-    from gtn_nas.search import run_search
-    from gtn_nas.students import load_sample_file
+    from gtn_nas.hardware.latency import measure_module
+    from gtn_nas.run.pipeline import auto_budgets
+    from gtn_nas.space.plugins import build_space
+    from gtn_nas.hardware.profiles import load_profile
+    from gtn_nas.search.scoring import build_scorer
+    from gtn_nas.search.strategy import run_search
+    from gtn_nas.space.students import load_sample_file
 
     path = out / "speed.json"
     if read_json(path) is not None:
@@ -634,7 +634,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def machine_line() -> str:
-    from gtn_nas.machine import machine_record
+    from gtn_nas.hardware.machine import machine_record
 
     record = machine_record()
     return (f"{record.get('cpu_model')}, {record.get('cores')} cores, torch "

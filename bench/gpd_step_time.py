@@ -20,11 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gtn_nas.costs import count_flops
-from gtn_nas.methods.gpd import GPDDistiller
-from gtn_nas.methods.gpd_cbr import CBRConv2d
-from gtn_nas.plugins import build_space
-from gtn_nas.teachers import build_teacher
+from gtn_nas.space.costs import count_flops
+from gtn_nas.distill.gpd.method import GPDDistiller
+from gtn_nas.distill.gpd.cbr import CBRConv2d
+from gtn_nas.space.plugins import build_space
+from gtn_nas.teacher.zoo import build_teacher
 
 
 class _Plain(nn.Module):

@@ -16,7 +16,7 @@ import tempfile
 import torch
 
 from gtn_nas.engine import TrainConfig
-from gtn_nas.train_teacher import TeacherRunConfig, train_teacher
+from gtn_nas.teacher.train import TeacherRunConfig, train_teacher
 
 RUNS = {
     "base": {},

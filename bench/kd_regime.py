@@ -272,7 +272,7 @@ def teacher_test_accuracy(out: Path, args: argparse.Namespace) -> None:
     if read_json(out / "teacher_test.json"):
         return
     from gtn_nas.data import load_dataset
-    from gtn_nas.distill_run import accuracy, load_checked_teacher
+    from gtn_nas.distill.jobs import accuracy, load_checked_teacher
 
     splits = load_dataset(DATA, image_size=args.image_size, augment=False, seed=0)
     teacher, _ = load_checked_teacher(out / "teacher" / "teacher.pt", splits)

@@ -16,10 +16,10 @@ import os
 import tempfile
 import time
 
-from gtn_nas.plugins import build_space
-from gtn_nas.profiles import load_profile
-from gtn_nas.search import run_search
-from gtn_nas.search_report import save_search
+from gtn_nas.space.plugins import build_space
+from gtn_nas.hardware.profiles import load_profile
+from gtn_nas.search.strategy import run_search
+from gtn_nas.search.report import save_search
 
 
 def _spin(stop_at: float) -> None:

@@ -23,13 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
-from gtn_nas.costs import UnitCosts
-from gtn_nas.export import onnx_session
-from gtn_nas.latency import (_feed, export_student, noise_floor, providers_for,
+from gtn_nas.space.costs import UnitCosts
+from gtn_nas.space.export import onnx_session
+from gtn_nas.hardware.latency import (_feed, export_student, noise_floor, providers_for,
                              student_input_shape, time_session)
-from gtn_nas.latency_build import error_metrics, median_student
-from gtn_nas.plugins import build_space
-from gtn_nas.profiles import load_profile
+from gtn_nas.hardware.latency_build import error_metrics, median_student
+from gtn_nas.space.plugins import build_space
+from gtn_nas.hardware.profiles import load_profile
 
 
 def measure_pass(space, samples, shape, profile) -> list[list[float]]:

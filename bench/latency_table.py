@@ -20,13 +20,13 @@ import time
 
 import numpy as np
 
-from gtn_nas.costs import UnitCosts
-from gtn_nas.latency import measure_module, noise_floor, student_input_shape
-from gtn_nas.latency_build import (build_latency_table, describe_metrics, error_metrics,
+from gtn_nas.space.costs import UnitCosts
+from gtn_nas.hardware.latency import measure_module, noise_floor, student_input_shape
+from gtn_nas.hardware.latency_build import (build_latency_table, describe_metrics, error_metrics,
                                    split_metrics)
-from gtn_nas.latency_predictor import LatencyTable
-from gtn_nas.plugins import build_space
-from gtn_nas.profiles import load_profile
+from gtn_nas.hardware.latency_predictor import LatencyTable
+from gtn_nas.space.plugins import build_space
+from gtn_nas.hardware.profiles import load_profile
 
 
 def main() -> None:

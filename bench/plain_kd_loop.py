@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from gtn_nas.data import load_dataset
-from gtn_nas.plugins import build_space
-from gtn_nas.teachers import load_teacher
+from gtn_nas.space.plugins import build_space
+from gtn_nas.teacher.zoo import load_teacher
 
 
 @torch.no_grad()

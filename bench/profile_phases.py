@@ -46,9 +46,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    from gtn_nas.distill_run import DistillRunConfig, distill
+    from gtn_nas.distill.jobs import DistillRunConfig, distill
     from gtn_nas.engine import TrainConfig
-    from gtn_nas.train_teacher import TeacherRunConfig, train_teacher
+    from gtn_nas.teacher.train import TeacherRunConfig, train_teacher
 
     work = Path(tempfile.mkdtemp(prefix="profile-phases-"))
     data = dict(data="fashion-mnist", image_size=16, limit=args.limit)

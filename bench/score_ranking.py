@@ -34,9 +34,9 @@ from torch.utils.data import DataLoader
 from gtn_nas.config import load_config
 from gtn_nas.data import load_dataset
 from gtn_nas.engine import TrainConfig, evaluate, fit
-from gtn_nas.methods.standard import StandardMethod
-from gtn_nas.scoring import build_scorer, load_branch_scorer
-from gtn_nas.train_teacher import TeacherRunConfig
+from gtn_nas.teacher.methods.standard import StandardMethod
+from gtn_nas.search.scoring import build_scorer, load_branch_scorer
+from gtn_nas.teacher.train import TeacherRunConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from evidence_tables import rank_ci as bootstrap  # noqa: E402  (one rank-correlation bootstrap)

@@ -11,8 +11,8 @@ import argparse
 import statistics
 import time
 
-from gtn_nas.costs import count_flops, count_params
-from gtn_nas.plugins import build_space
+from gtn_nas.space.costs import count_flops, count_params
+from gtn_nas.space.plugins import build_space
 
 
 def main() -> None:

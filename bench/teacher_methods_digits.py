@@ -12,7 +12,7 @@ import argparse
 import tempfile
 
 from gtn_nas.engine import TrainConfig
-from gtn_nas.train_teacher import TeacherRunConfig, train_teacher
+from gtn_nas.teacher.train import TeacherRunConfig, train_teacher
 
 RUNS = [("standard", {}), ("sftn", {"student": "s_nas_s", "alpha": 1.0}),
         ("sftn", {"student": "s_nas_s", "alpha": 3.0}), ("gtn", {"alpha": 1.0}),

@@ -16,13 +16,13 @@ import time
 import torch
 from torch import nn
 
-from gtn_nas.costs import count_flops
-from gtn_nas.methods.gtn import GTNMethod
-from gtn_nas.methods.path_sampler import PathSampler
-from gtn_nas.methods.sftn import SFTNMethod
-from gtn_nas.methods.standard import StandardMethod
-from gtn_nas.plugins import build_space
-from gtn_nas.teachers import build_teacher
+from gtn_nas.space.costs import count_flops
+from gtn_nas.teacher.methods.gtn import GTNMethod
+from gtn_nas.teacher.methods.path_sampler import PathSampler
+from gtn_nas.teacher.methods.sftn import SFTNMethod
+from gtn_nas.teacher.methods.standard import StandardMethod
+from gtn_nas.space.plugins import build_space
+from gtn_nas.teacher.zoo import build_teacher
 
 
 class _Slice(nn.Module):

@@ -19,15 +19,15 @@ import dataclasses
 import time
 from pathlib import Path
 
-from gtn_nas.distill_run import DistillRunConfig, distill
+from gtn_nas.distill.jobs import DistillRunConfig, distill
 from gtn_nas.engine import TrainConfig
-from gtn_nas.export import export_student_checkpoint
-from gtn_nas.pipeline import auto_budgets, distinct_picks
-from gtn_nas.profiles import load_profile
-from gtn_nas.scoring import load_branch_scorer
-from gtn_nas.search import run_search
-from gtn_nas.search_report import save_search
-from gtn_nas.train_teacher import TeacherRunConfig, train_teacher
+from gtn_nas.space.export import export_student_checkpoint
+from gtn_nas.run.pipeline import auto_budgets, distinct_picks
+from gtn_nas.hardware.profiles import load_profile
+from gtn_nas.search.scoring import load_branch_scorer
+from gtn_nas.search.strategy import run_search
+from gtn_nas.search.report import save_search
+from gtn_nas.teacher.train import TeacherRunConfig, train_teacher
 
 PLUGIN = f"{Path(__file__).resolve().parent / 'custom_space_plugin.py'}:build_tiny_space"
 

@@ -19,9 +19,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from gtn_nas.layers import ConvBN, LayerRow
-from gtn_nas.space import SupernetSpace
-from gtn_nas.units import CandidateUnit, ClassifierHeadUnit, StemUnit, scale_channels
+from gtn_nas.space.layers import ConvBN, LayerRow
+from gtn_nas.space.supernet import SupernetSpace
+from gtn_nas.space.units import CandidateUnit, ClassifierHeadUnit, StemUnit, scale_channels
 
 # (out channels, stride) of the three searchable blocks.
 BLOCKS = ((32, 1), (64, 2), (128, 2))
@@ -45,7 +45,7 @@ class SeparableConv(nn.Module):
 
 
 class TinySpace(SupernetSpace):
-    """Stem, three :class:`~gtn_nas.units.CandidateUnit` blocks, head."""
+    """Stem, three :class:`~gtn_nas.space.units.CandidateUnit` blocks, head."""
 
     def __init__(self, num_classes: int = 10, in_channels: int = 3, input_size: int = 32,
                  width_mult: float = 1.0) -> None:

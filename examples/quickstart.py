@@ -4,10 +4,10 @@
     ./dev python examples/quickstart.py --quick         # a smoke run (under a minute)
 
 Each stage is also a function of its own (same defaults as its command):
-    gtn_nas.train_teacher.train_teacher   (gtn-nas train-teacher)
-    gtn_nas.search.run_search             (gtn-nas search)
-    gtn_nas.distill_run.distill           (gtn-nas distill)
-    gtn_nas.export.export_student_checkpoint (gtn-nas export)
+    gtn_nas.teacher.train.train_teacher   (gtn-nas train-teacher)
+    gtn_nas.search.strategy.run_search             (gtn-nas search)
+    gtn_nas.distill.jobs.distill           (gtn-nas distill)
+    gtn_nas.space.export.export_student_checkpoint (gtn-nas export)
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from gtn_nas.pipeline import load_run_config, run_pipeline
+from gtn_nas.run.pipeline import load_run_config, run_pipeline
 
 QUICK = {"teacher.teacher": "tiny", "teacher.train.epochs": 1,
          "teacher.train.max_steps_per_epoch": 5, "teacher.pretrain_train.epochs": 1,

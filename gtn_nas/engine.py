@@ -478,7 +478,7 @@ class RunningMeans:
     def update(self, outputs: Mapping[str, Any], targets: torch.Tensor,
                extra: Mapping[str, Any] | None = None) -> None:
         count = int(targets.shape[0])
-        labelled = targets >= 0  # unlabelled items (gtn_nas.partial_labels) have no accuracy
+        labelled = targets >= 0  # unlabelled items (gtn_nas.distill.partial_labels) have no accuracy
         scored = labelled.sum().double()
         for key, value in outputs.items():
             if not isinstance(value, torch.Tensor):

@@ -17,7 +17,7 @@ import io
 from pathlib import Path
 from typing import Any, Sequence
 
-from gtn_nas.costs import LayerCost
+from gtn_nas.space.costs import LayerCost
 
 
 def _cell(value: Any) -> str:

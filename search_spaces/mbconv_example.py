@@ -7,10 +7,10 @@ so the space holds (3*2*3)^4 = 104,976 students.
 
 Weight sharing: per stage one stack of the deepest blocks for each (kernel, expand) pair; depths
 share the leading blocks. Stage widths are fixed, so no channel slicing is needed: this file
-shows how little a space needs beyond the unit contract of :mod:`gtn_nas.space`.
+shows how little a space needs beyond the unit contract of :mod:`gtn_nas.space.supernet`.
 
 Example:
-    >>> from gtn_nas.plugins import build_space
+    >>> from gtn_nas.space.plugins import build_space
     >>> build_space("mbconv").size()
     104976
 """
@@ -25,9 +25,9 @@ import torch
 from nni.mutable import label_scope
 from torch import nn
 
-from gtn_nas.layers import ConvBN, LayerRow
-from gtn_nas.space import SupernetSpace, SupernetUnit
-from gtn_nas.units import ClassifierHeadUnit, StemUnit, scale_channels
+from gtn_nas.space.layers import ConvBN, LayerRow
+from gtn_nas.space.supernet import SupernetSpace, SupernetUnit
+from gtn_nas.space.units import ClassifierHeadUnit, StemUnit, scale_channels
 
 KERNELS = (3, 5, 7)
 EXPANDS = (3, 6)

@@ -13,7 +13,7 @@ Presets ``s_nas_s``, ``s_nas_m``, ``s_nas_l`` are the NAS-found students of the 
 Tables 1-3 (see METHODS.md section 1 for how the tables map onto the six layers).
 
 Example:
-    >>> from gtn_nas.plugins import build_space
+    >>> from gtn_nas.space.plugins import build_space
     >>> space = build_space("resnet_supernet")
     >>> space.size()
     262144
@@ -28,10 +28,10 @@ import torch
 from nni.mutable import label_scope
 from torch import nn
 
-from gtn_nas.elastic import ElasticConvBN, ElasticResBlock, copy_leading_slices
-from gtn_nas.layers import PassThrough, Projection, ResBlock
-from gtn_nas.space import SupernetSpace, SupernetUnit
-from gtn_nas.units import ClassifierHeadUnit, StemUnit, scale_channels
+from gtn_nas.space.elastic import ElasticConvBN, ElasticResBlock, copy_leading_slices
+from gtn_nas.space.layers import PassThrough, Projection, ResBlock
+from gtn_nas.space.supernet import SupernetSpace, SupernetUnit
+from gtn_nas.space.units import ClassifierHeadUnit, StemUnit, scale_channels
 
 OPS = ("zero", "identity", "resblock")
 KERNELS = (3, 5)

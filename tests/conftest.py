@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gtn_nas.plugins import SPACES, build_space
+from gtn_nas.space.plugins import SPACES, build_space
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_PLUGIN = f"{ROOT / 'examples' / 'custom_space_plugin.py'}:build_tiny_space"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from gtn_nas.costs import FlopsCost, ParamsCost, count_flops, count_params, layer_costs
-from gtn_nas.layers import ResBlock
+from gtn_nas.space.costs import FlopsCost, ParamsCost, count_flops, count_params, layer_costs
+from gtn_nas.space.layers import ResBlock
 
 
 def test_single_resblock_by_hand():

@@ -1,10 +1,10 @@
-"""gtn_nas.deploy: the teacher guard, the deploy choice (validation only) and dominated tiers."""
+"""gtn_nas.distill.deploy: the teacher guard, the deploy choice (validation only) and dominated tiers."""
 
 from __future__ import annotations
 
 import pytest
 
-from gtn_nas.deploy import Deployment, choose_deployment, flag_dominated, teacher_guard
+from gtn_nas.distill.deploy import Deployment, choose_deployment, flag_dominated, teacher_guard
 from gtn_nas.errors import ConfigError
 
 

@@ -1,5 +1,5 @@
-"""Distillers (gtn_nas.distill): losses by hand, a frozen teacher, learning, and the distill
-stage (gtn_nas.distill_run): save/reload, export, resume, shards and bad input."""
+"""Distillers (gtn_nas.distill.distillers): losses by hand, a frozen teacher, learning, and the distill
+stage (gtn_nas.distill.jobs): save/reload, export, resume, shards and bad input."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ import torch
 from torch import nn
 
 from gtn_nas.cli import main
-from gtn_nas.distill import build_distiller, student_features
-from gtn_nas.distill_run import DistillRunConfig, distill, read_result
+from gtn_nas.distill.distillers import build_distiller, student_features
+from gtn_nas.distill.jobs import DistillRunConfig, distill, read_result
 from gtn_nas.engine import TrainConfig
 from gtn_nas.errors import ConfigError
-from gtn_nas.plugins import build_space
-from gtn_nas.students import load_student
-from gtn_nas.teachers import TeacherNet, build_teacher, save_teacher
+from gtn_nas.space.plugins import build_space
+from gtn_nas.space.students import load_student
+from gtn_nas.teacher.zoo import TeacherNet, build_teacher, save_teacher
 
 DIGITS = dict(width_mult=0.25, num_classes=10, input_size=8)
 
@@ -190,7 +190,7 @@ def test_bad_methods_and_options(small):
 @pytest.fixture(scope="module")
 def teacher_file(tmp_path_factory):
     """A tiny teacher trained for one epoch on digits."""
-    from gtn_nas.train_teacher import TeacherRunConfig, train_teacher
+    from gtn_nas.teacher.train import TeacherRunConfig, train_teacher
 
     folder = tmp_path_factory.mktemp("teacher")
     config = TeacherRunConfig(method="standard", teacher="tiny", data="digits",
@@ -321,7 +321,7 @@ def test_bad_input_is_one_line_and_exit_2(teacher_file, tmp_path, capsys):
 
 
 def test_onnx_mismatch_above_tolerance_is_refused_and_leaves_no_file(small, tmp_path):
-    from gtn_nas.export import ParityError, export_and_check
+    from gtn_nas.space.export import ParityError, export_and_check
 
     space, _ = small
     student = space.freeze(space.preset("s_nas_s"), seed=0).eval()
@@ -446,8 +446,8 @@ def test_guard_names_students_the_teacher_cannot_help(teacher_file, tmp_path, ca
 # ----------------------------------------------------------------------------- few labels
 def test_partially_labelled_sets_and_the_masked_losses():
     from gtn_nas.data import load_dataset
-    from gtn_nas.losses import labelled_cross_entropy
-    from gtn_nas.partial_labels import UNLABELLED, partially_labelled
+    from gtn_nas.distill.losses import labelled_cross_entropy
+    from gtn_nas.distill.partial_labels import UNLABELLED, partially_labelled
 
     few, many = (load_dataset("digits", limit=n, seed=0).train for n in (60, 300))
     mixed = partially_labelled(many, few)
@@ -461,7 +461,7 @@ def test_partially_labelled_sets_and_the_masked_losses():
     # KD on a half-labelled batch: CE over the labelled rows, KL over every row
     z_s, z_t = torch.randn(4, 5, dtype=torch.float64), torch.randn(4, 5, dtype=torch.float64)
     y = torch.tensor([1, UNLABELLED, 3, UNLABELLED])
-    from gtn_nas.losses import kd_loss
+    from gtn_nas.distill.losses import kd_loss
 
     out = kd_loss(z_s, z_t, y)
     ce = torch.nn.functional.cross_entropy(z_s[[0, 2]], y[[0, 2]])
@@ -475,7 +475,7 @@ def test_partially_labelled_sets_and_the_masked_losses():
 
 def test_labelled_runs_train_baselines_on_the_labels_and_kd_on_every_image(teacher_file,
                                                                            tmp_path, capsys):
-    from gtn_nas.distill_run import load_splits
+    from gtn_nas.distill.jobs import load_splits
 
     kd = _config(teacher_file, labelled=100, limit=400)
     assert len(load_splits(kd).train) == 400 and load_splits(kd).train.num_labelled == 100
@@ -496,7 +496,7 @@ def test_labelled_is_refused_on_datasets_read_from_files(tmp_path):
     """ImageFolder items are numbered per load, not by source position: matching them would
     label other images than the baseline's, so --labelled refuses such data in one line."""
     from tests.conftest import image_tree
-    from gtn_nas.distill_run import load_splits
+    from gtn_nas.distill.jobs import load_splits
 
     image_tree(tmp_path / "images", {"train": 8, "val": 2})
     config = _config(None, data="imagefolder", data_root=str(tmp_path / "images"), limit=12,

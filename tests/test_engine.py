@@ -12,8 +12,8 @@ import torch
 from gtn_nas.data import load_dataset
 from gtn_nas.engine import ShardedBatchSampler, TrainConfig, fit
 from gtn_nas.errors import ConfigError
-from gtn_nas.methods.standard import StandardMethod
-from gtn_nas.teachers import build_teacher
+from gtn_nas.teacher.methods.standard import StandardMethod
+from gtn_nas.teacher.zoo import build_teacher
 
 
 def test_shards_of_two_ranks_are_the_single_process_batches():
@@ -191,9 +191,9 @@ def test_bad_training_configs(data, tmp_path):
 
 def test_gtn_with_learned_sampler_resumes_exactly(data, tmp_path):
     """The distribution's logits, its Adam state and the path draws survive a resume."""
-    from gtn_nas.methods.gtn import GTNMethod
-    from gtn_nas.methods.path_sampler import PathSampler
-    from gtn_nas.plugins import build_space
+    from gtn_nas.teacher.methods.gtn import GTNMethod
+    from gtn_nas.teacher.methods.path_sampler import PathSampler
+    from gtn_nas.space.plugins import build_space
 
     def gtn():
         torch.manual_seed(0)

@@ -59,10 +59,10 @@ def _immutable_folder(path: Path) -> Path | None:
 def files(tmp_path_factory):
     """The inputs the cases name: teachers, a GTN run, a student, data folders, a profile."""
     from gtn_nas.engine import TrainConfig
-    from gtn_nas.plugins import build_space
-    from gtn_nas.students import save_student
-    from gtn_nas.teachers import build_teacher, save_teacher
-    from gtn_nas.train_teacher import TeacherRunConfig, train_teacher
+    from gtn_nas.space.plugins import build_space
+    from gtn_nas.space.students import save_student
+    from gtn_nas.teacher.zoo import build_teacher, save_teacher
+    from gtn_nas.teacher.train import TeacherRunConfig, train_teacher
 
     root = tmp_path_factory.mktemp("inputs")
     made: dict[str, Path] = {"root": root}

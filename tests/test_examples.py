@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gtn_nas.profiles import load_profile
+from gtn_nas.hardware.profiles import load_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 

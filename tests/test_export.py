@@ -6,7 +6,7 @@ import onnx
 import pytest
 import torch
 
-from gtn_nas.export import ParityError, check_parity, export_onnx
+from gtn_nas.space.export import ParityError, check_parity, export_onnx
 
 
 def test_export_writes_a_valid_model_and_parity_detects_drift(small_space, tmp_path):

@@ -24,7 +24,7 @@ import pytest
 import torch
 import yaml
 
-from gtn_nas.teachers import build_teacher, save_teacher
+from gtn_nas.teacher.zoo import build_teacher, save_teacher
 
 from faults import (Comparison, Trial, compare_runs, distill_stage, kill_and_resume,
                     load_weights, run_stage, run_to_completion, snapshot, strip_timing,
@@ -129,7 +129,7 @@ def test_gtn_branch_metrics_survive_a_resume_with_short_epochs(tmp_path):
     batches): epoch 2's validation record must equal the uninterrupted run's (the harness
     found it with 3 steps per epoch)."""
     from gtn_nas.engine import TrainConfig
-    from gtn_nas.train_teacher import TeacherRunConfig, train_teacher
+    from gtn_nas.teacher.train import TeacherRunConfig, train_teacher
 
     class Killed(Exception):
         pass

@@ -10,11 +10,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from gtn_nas.errors import ConfigError
-from gtn_nas.methods.gpd import GPDDistiller
-from gtn_nas.methods.gpd_cbr import BRANCHES, EXPAND, CBRConv2d
-from gtn_nas.methods.gpd_layers import WideBatchNorm2d, WideLinear
-from gtn_nas.plugins import build_space
-from gtn_nas.teachers import build_teacher
+from gtn_nas.distill.gpd.method import GPDDistiller
+from gtn_nas.distill.gpd.cbr import BRANCHES, EXPAND, CBRConv2d
+from gtn_nas.distill.gpd.layers import WideBatchNorm2d, WideLinear
+from gtn_nas.space.plugins import build_space
+from gtn_nas.teacher.zoo import build_teacher
 
 D = torch.float64
 SMALL = dict(width_mult=0.25, num_classes=10, input_size=16)
@@ -168,7 +168,7 @@ def test_branch_folding_equals_running_the_branches(groups):
 
 
 def test_trained_student_is_the_folded_shared_slice_and_exports(spaces, tmp_path):
-    from gtn_nas.export import check_parity, export_onnx
+    from gtn_nas.space.export import check_parity, export_onnx
 
     student, sample = make_student(spaces, "mbconv", 1, dtype=torch.float32)
     gpd = GPDDistiller(student, None, ratio=2)
@@ -271,7 +271,7 @@ def test_layers_that_cannot_be_widened_are_named(middle, where):
 
 
 def test_distill_builds_gpd_with_its_options(spaces):
-    from gtn_nas.distill import build_distiller
+    from gtn_nas.distill.distillers import build_distiller
 
     space = spaces["resnet_supernet"]
     student = space.freeze(space.preset("s_nas_s"), seed=0)

@@ -13,17 +13,17 @@ import torch
 from torch import nn
 
 from conftest import EXAMPLE_PLUGIN
-from gtn_nas.costs import UnitCosts
+from gtn_nas.space.costs import UnitCosts
 from gtn_nas.errors import ConfigError
-from gtn_nas.latency import (EstimatedLatency, MeasuredLatency, estimate_latency_ms,
+from gtn_nas.hardware.latency import (EstimatedLatency, MeasuredLatency, estimate_latency_ms,
                              latency_model, measure_interleaved, measure_module,
                              reachable_steps)
-from gtn_nas.latency_build import _coverage_students, build_latency_table, error_metrics
-from gtn_nas.latency_kernels import measure_student, parse_profile
-from gtn_nas.latency_predictor import LatencyTable, TableLatency, export_trees
-from gtn_nas.machine import machine_mismatches, machine_record
-from gtn_nas.plugins import build_space
-from gtn_nas.profiles import MeasurementSpec, load_profile
+from gtn_nas.hardware.latency_build import _coverage_students, build_latency_table, error_metrics
+from gtn_nas.hardware.latency_kernels import measure_student, parse_profile
+from gtn_nas.hardware.latency_predictor import LatencyTable, TableLatency, export_trees
+from gtn_nas.hardware.machine import machine_mismatches, machine_record
+from gtn_nas.space.plugins import build_space
+from gtn_nas.hardware.profiles import MeasurementSpec, load_profile
 
 
 @pytest.fixture(scope="module")
@@ -193,7 +193,7 @@ def test_latency_model_modes(table, tiny_space, quick_profile, tmp_path, caplog,
         here, latency_table=str(tmp_path / "poor.json")), costs), MeasuredLatency)
     with pytest.raises(ConfigError, match="another machine"):
         latency_model(tiny_space, elsewhere, costs, mode="table")
-    from gtn_nas.profiles import TierBudget
+    from gtn_nas.hardware.profiles import TierBudget
 
     flops_only = dataclasses.replace(elsewhere, budgets={t: TierBudget(mflops=m) for t, m in
                                                          zip("sml", (1, 2, 3))})
@@ -202,7 +202,7 @@ def test_latency_model_modes(table, tiny_space, quick_profile, tmp_path, caplog,
         latency_model(tiny_space, here, costs, mode="guess")
     calls = []
     real = measure_module
-    monkeypatch.setattr("gtn_nas.latency.measure_module",
+    monkeypatch.setattr("gtn_nas.hardware.latency.measure_module",
                         lambda *a, **k: calls.append(1) or real(*a, **k))
     sample = tiny_space.sample(0)
     assert model(sample) == model(dict(sample)) > 0 and len(calls) == 1  # cached

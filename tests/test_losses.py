@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from gtn_nas.losses import (
+from gtn_nas.distill.losses import (
     _dkd_parts,
     attention_map,
     attention_transfer_loss,
@@ -369,7 +369,7 @@ def test_categorical_entropy_masked_choices_stay_finite():
 
 # ---------------------------------------------------------------- soft cross-entropy (GPD)
 def test_soft_cross_entropy_by_hand_smoothing_and_detach():
-    from gtn_nas.losses import soft_cross_entropy
+    from gtn_nas.distill.losses import soft_cross_entropy
 
     logits = t64([[1.0, 2.0, 0.0]]).requires_grad_()
     target = t64([[0.2, 0.5, 0.3]]).requires_grad_()

@@ -7,14 +7,14 @@ import torch
 import torch.nn.functional as F
 
 from gtn_nas.errors import ConfigError
-from gtn_nas.losses import conditioning_loss, sftn_loss
-from gtn_nas.methods.grafting import transform_layer
-from gtn_nas.methods.gtn import GTNMethod
-from gtn_nas.methods.path_sampler import PathSampler
-from gtn_nas.methods.sftn import SFTNMethod
-from gtn_nas.methods.standard import StandardMethod
-from gtn_nas.plugins import build_space
-from gtn_nas.teachers import build_teacher
+from gtn_nas.distill.losses import conditioning_loss, sftn_loss
+from gtn_nas.teacher.methods.grafting import transform_layer
+from gtn_nas.teacher.methods.gtn import GTNMethod
+from gtn_nas.teacher.methods.path_sampler import PathSampler
+from gtn_nas.teacher.methods.sftn import SFTNMethod
+from gtn_nas.teacher.methods.standard import StandardMethod
+from gtn_nas.space.plugins import build_space
+from gtn_nas.teacher.zoo import build_teacher
 
 SIZE = 16
 
@@ -267,7 +267,7 @@ def test_one_pass_validation_equals_one_pass_per_path(space):
     statistics in; the numbers are exactly those of recalibrating and evaluating path by path
     with the engine's teacher pass beside (how validation ran before)."""
     from gtn_nas.engine import evaluate
-    from gtn_nas.recalibration import recalibrated
+    from gtn_nas.teacher.recalibration import recalibrated
 
     torch.manual_seed(0)
     method = GTNMethod(_teacher(), space, PathSampler(space, "uniform", seed=0), SIZE,
@@ -340,7 +340,7 @@ def test_cost_aware_sampler_pulls_expected_flops_down(space):
 
 
 def test_expected_flops_is_exact_for_a_one_hot_distribution(space):
-    from gtn_nas.costs import count_flops
+    from gtn_nas.space.costs import count_flops
 
     sampler = PathSampler(space, "learned", seed=0, cost_target_mflops=1.0)
     reference = space.reference_sample

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import EXAMPLE_PLUGIN
 from gtn_nas.errors import ConfigError, PluginError
-from gtn_nas.plugins import build_space, is_file_spec
+from gtn_nas.space.plugins import build_space, is_file_spec
 
 
 def _write(tmp_path, body: str) -> str:
@@ -27,9 +27,9 @@ def test_example_plugin_loads_from_its_file():
 @pytest.mark.parametrize("body, message", [
     ("raise RuntimeError('boom')\n", r"plugin\.py:factory' failed to import: RuntimeError: boom"),
     ("x = 1\n", "has no callable 'factory'"),
-    ("def factory(**kw):\n    return 42\n", "returned int, not a gtn_nas.space.SupernetSpace"),
+    ("def factory(**kw):\n    return 42\n", "returned int, not a gtn_nas.space.supernet.SupernetSpace"),
     ("import torch\ndef factory(**kw):\n    return torch.nn.Linear(1, 1)\n",
-     "returned Linear, not a gtn_nas.space.SupernetSpace"),
+     "returned Linear, not a gtn_nas.space.supernet.SupernetSpace"),
     ("def factory(**kw):\n    raise KeyError('inner')\n", "failed to build: KeyError"),
 ])
 def test_broken_plugins_are_named(tmp_path, body, message):
@@ -40,8 +40,8 @@ def test_broken_plugins_are_named(tmp_path, body, message):
 
 def test_plugin_breaking_the_block_contract(tmp_path):
     spec = _write(tmp_path, """
-        from gtn_nas.space import SupernetSpace
-        from gtn_nas.units import StemUnit, ClassifierHeadUnit
+        from gtn_nas.space.supernet import SupernetSpace
+        from gtn_nas.space.units import StemUnit, ClassifierHeadUnit
 
         class Two(SupernetSpace):
             def __init__(self):
@@ -80,8 +80,8 @@ def test_choices_outside_units_break_the_contract(tmp_path):
         from nni.mutable import label_scope
         from nni.nas.nn.pytorch import LayerChoice
         from torch import nn
-        from gtn_nas.space import SupernetSpace
-        from gtn_nas.units import StemUnit, ClassifierHeadUnit
+        from gtn_nas.space.supernet import SupernetSpace
+        from gtn_nas.space.units import StemUnit, ClassifierHeadUnit
 
         class Stray(SupernetSpace):
             def __init__(self, **kw):

@@ -11,7 +11,7 @@ import yaml
 
 from gtn_nas.config import to_plain
 from gtn_nas.errors import ConfigError
-from gtn_nas.profiles import (
+from gtn_nas.hardware.profiles import (
     PROFILES_DIR, TIERS, DeviceFacts, HardwareProfile, TierBudget, load_profile, profile_names,
     validate_profile,
 )

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from gtn_nas.plugins import build_space
-from gtn_nas.proxies import FlopsScore, NaswotScore, ParamsScore, SynflowScore, naswot, synflow
+from gtn_nas.space.plugins import build_space
+from gtn_nas.search.proxies import FlopsScore, NaswotScore, ParamsScore, SynflowScore, naswot, synflow
 
 
 def test_synflow_matches_a_hand_computation():

@@ -50,7 +50,7 @@ def test_two_packages_claiming_one_name(monkeypatch):
 
 
 def test_built_in_spaces_come_through_the_public_entry_point_group():
-    from gtn_nas.plugins import SPACES
+    from gtn_nas.space.plugins import SPACES
 
     assert {"resnet_supernet", "mbconv"} <= set(SPACES.names())
     assert SPACES.origin("resnet_supernet") == (

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gtn_nas.costs import count_params
-from gtn_nas.layers import PassThrough, Projection, ResBlock, describe_module
-from gtn_nas.plugins import build_space
+from gtn_nas.space.costs import count_params
+from gtn_nas.space.layers import PassThrough, Projection, ResBlock, describe_module
+from gtn_nas.space.plugins import build_space
 
 # Rows of the supplement's Tables 1-3 (type, in, out, kernel, stride), transcribed, with the two
 # readings METHODS.md section 1 states: fixed "IdentityLayer" rows are parameter-free

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from gtn_nas.errors import ConfigError
-from gtn_nas.methods.grafting import GraftedBranches
-from gtn_nas.plugins import build_space
-from gtn_nas.recalibration import recalibrated
-from gtn_nas.scoring import (BranchScorer, build_scorer, probe_samples, resolve_scorer)
-from gtn_nas.teachers import build_teacher
+from gtn_nas.teacher.methods.grafting import GraftedBranches
+from gtn_nas.space.plugins import build_space
+from gtn_nas.teacher.recalibration import recalibrated
+from gtn_nas.search.scoring import (BranchScorer, build_scorer, probe_samples, resolve_scorer)
+from gtn_nas.teacher.zoo import build_teacher
 
 SIZE = 8
 

@@ -11,12 +11,12 @@ import yaml
 
 from conftest import EXAMPLE_PLUGIN
 from gtn_nas.cli import main
-from gtn_nas.costs import UnitCosts
+from gtn_nas.space.costs import UnitCosts
 from gtn_nas.errors import ConfigError, InfeasibleBudgetError
-from gtn_nas.plugins import build_space
-from gtn_nas.profiles import TierBudget, load_profile
-from gtn_nas.scoring import proxy_score
-from gtn_nas.search import Candidate, Evaluator, minimal_costs, pareto_front, run_search
+from gtn_nas.space.plugins import build_space
+from gtn_nas.hardware.profiles import TierBudget, load_profile
+from gtn_nas.search.scoring import proxy_score
+from gtn_nas.search.strategy import Candidate, Evaluator, minimal_costs, pareto_front, run_search
 
 
 @pytest.fixture(scope="module")
@@ -159,8 +159,8 @@ def test_search_through_a_gtn_teacher(tmp_path, capsys):
 @pytest.fixture(scope="module")
 def tiny_table(toy, tmp_path_factory):
     """A small latency table of the toy space, and host_cpu with latency budgets from it."""
-    from gtn_nas.latency_build import build_latency_table
-    from gtn_nas.profiles import MeasurementSpec
+    from gtn_nas.hardware.latency_build import build_latency_table
+    from gtn_nas.hardware.profiles import MeasurementSpec
 
     base = dataclasses.replace(load_profile("host_cpu"),
                                measurement=MeasurementSpec(warmup=1, repeats=5))
@@ -193,13 +193,13 @@ def test_busy_machine_keeps_the_table_picks_and_writes_every_output(toy, tiny_ta
     say why, and every output is written. Same seed, same table: same picks."""
     import random
 
-    from gtn_nas.search_report import save_search
+    from gtn_nas.search.report import save_search
 
     table, path, profile = tiny_table
     quiet = run_search(toy, profile, budget_evals=30, seed=4, latency_table=str(path),
                        remeasure=False)
     rng = random.Random(0)
-    monkeypatch.setattr("gtn_nas.latency.time_session",  # 5-50x slower, erratic
+    monkeypatch.setattr("gtn_nas.hardware.latency.time_session",  # 5-50x slower, erratic
                         lambda session, feed, warmup, repeats: [rng.uniform(5, 50) * 0.05
                                                                 for _ in range(repeats)])
     busy = run_search(toy, profile, budget_evals=30, seed=4, latency_table=str(path),
@@ -225,7 +225,7 @@ def test_trusted_remeasurement_replaces_a_pick_over_budget(toy, tiny_table, monk
         return {"rounds": {name: [ratio[name] * baseline] * rounds for name in samples},
                 "reference": [baseline] * rounds, "noise": 0.0, "ratio": ratio}
 
-    monkeypatch.setattr("gtn_nas.search_remeasure._measure", quiet_machine)
+    monkeypatch.setattr("gtn_nas.search.remeasure._measure", quiet_machine)
     result = run_search(toy, profile, budget_evals=30, seed=4, latency_table=str(path),
                         remeasure=True)
     assert result.remeasurement["trusted"] is True and result.remeasurement["load"] == 1.0
@@ -263,7 +263,7 @@ def test_multi_device_search_writes_every_devices_picks(tmp_path, capsys):
 
 
 def test_estimated_latency_minimum_is_exact(toy):
-    from gtn_nas.latency import EstimatedLatency
+    from gtn_nas.hardware.latency import EstimatedLatency
 
     profile = load_profile("raspberry_pi4")
     costs = UnitCosts(toy)
@@ -277,7 +277,7 @@ def test_estimated_latency_minimum_is_exact(toy):
 def test_branch_scorer_counts_correct_predictions():
     import torch
 
-    from gtn_nas.scoring import BranchScorer
+    from gtn_nas.search.scoring import BranchScorer
 
     class Teacher(torch.nn.Module):
         def forward_with_features(self, x):

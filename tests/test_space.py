@@ -7,8 +7,8 @@ import torch
 from nni.nas.nn.pytorch import ModelSpace
 
 from gtn_nas.errors import ConfigError, SampleError
-from gtn_nas.export import check_parity, export_onnx
-from gtn_nas.students import load_student, save_student
+from gtn_nas.space.export import check_parity, export_onnx
+from gtn_nas.space.students import load_student, save_student
 
 SEEDS = range(6)
 
@@ -172,7 +172,7 @@ def test_size_counts_distinct_students_by_enumeration():
     canonicalised, counted once."""
     import itertools
 
-    from gtn_nas.plugins import build_space
+    from gtn_nas.space.plugins import build_space
     from conftest import EXAMPLE_PLUGIN
 
     tiny = build_space(EXAMPLE_PLUGIN, width_mult=0.25)

@@ -7,8 +7,8 @@ import torch
 import yaml
 
 from gtn_nas.errors import ConfigError, SampleError
-from gtn_nas.plugins import build_space
-from gtn_nas.students import load_sample_file, load_student, save_sample_file, save_student
+from gtn_nas.space.plugins import build_space
+from gtn_nas.space.students import load_sample_file, load_student, save_sample_file, save_student
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from torch import nn
 from torchvision.models import efficientnet_b0 as tv_efficientnet_b0
 
 from gtn_nas.errors import ConfigError
-from gtn_nas.teachers import (
+from gtn_nas.teacher.zoo import (
     TEACHERS,
     TeacherNet,
     build_teacher,

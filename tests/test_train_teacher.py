@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from gtn_nas.cli import main
-from gtn_nas.teachers import build_teacher, load_teacher
+from gtn_nas.teacher.zoo import build_teacher, load_teacher
 
 QUICK = ["--data", "synthetic", "--epochs", "2", "--batch-size", "16",
          "--max-steps-per-epoch", "3"]

@@ -62,7 +62,7 @@ def add_space_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_space_from_args(args: argparse.Namespace):
-    from gtn_nas.plugins import DEFAULT_SPACE, build_space
+    from gtn_nas.space.plugins import DEFAULT_SPACE, build_space
 
     return build_space(args.space or DEFAULT_SPACE, **space_options(args))
 
@@ -109,7 +109,7 @@ def progress_bar(description: str):
 
 def space_for_profile(args: argparse.Namespace, profile):
     """The space of ``--space`` at the profile's input shape (command-line options win)."""
-    from gtn_nas.plugins import DEFAULT_SPACE, build_space
+    from gtn_nas.space.plugins import DEFAULT_SPACE, build_space
 
     channels, size, _ = profile.input.shape
     options = {"in_channels": channels, "input_size": size, **space_options(args)}

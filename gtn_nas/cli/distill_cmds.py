@@ -24,7 +24,7 @@ def parse_seeds(text: str) -> tuple[int, ...]:
 
 def cmd_distill(args: argparse.Namespace) -> int:
     from gtn_nas.config import load_config, to_plain
-    from gtn_nas.distill_run import DistillRunConfig, distill, parse_shard
+    from gtn_nas.distill.jobs import DistillRunConfig, distill, parse_shard
 
     refuse_untrusted_config_space(args.config, args.space)
     run = {k: getattr(args, k) for k in ("teacher", "method", "teacher_mode", "data",
@@ -69,7 +69,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from gtn_nas.export import export_student_checkpoint
+    from gtn_nas.space.export import export_student_checkpoint
 
     report = export_student_checkpoint(args.student, args.out, opset=args.opset,
                                        dynamic_batch=args.dynamic_batch, space=args.space,
@@ -84,13 +84,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from gtn_nas.distill_run import write_summary
+    from gtn_nas.distill.jobs import write_summary
 
     folder = Path(args.dir)
     if not folder.is_dir():
         raise ConfigError(f"{folder} is not a directory (give a distill or run directory)")
     if (folder / "run.json").is_file():
-        from gtn_nas.pipeline import rebuild_report
+        from gtn_nas.run.pipeline import rebuild_report
 
         path = rebuild_report(folder)
         out(f"report: {path}")

@@ -10,11 +10,11 @@ from gtn_nas.cli.common import out, val_accuracies
 
 def cmd_run(args: argparse.Namespace) -> int:
     from gtn_nas.cli.distill_cmds import parse_seeds
-    from gtn_nas.pipeline import load_run_config, run_pipeline
+    from gtn_nas.run.pipeline import load_run_config, run_pipeline
 
     if args.config:
         from gtn_nas.config import read_yaml
-        from gtn_nas.students import space_spec_of_file
+        from gtn_nas.space.students import space_spec_of_file
 
         data = read_yaml(args.config, "config file")
         teacher = data.get("teacher") if isinstance(data, dict) else None

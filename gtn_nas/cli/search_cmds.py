@@ -12,8 +12,8 @@ from gtn_nas.cli.common import (add_space_arguments, log, out, prepare_output_di
 
 def cmd_profile(args: argparse.Namespace) -> int:
     from gtn_nas.errors import ConfigError
-    from gtn_nas.latency_build import build_latency_table, describe_metrics, plot_validation
-    from gtn_nas.profiles import load_profile
+    from gtn_nas.hardware.latency_build import build_latency_table, describe_metrics, plot_validation
+    from gtn_nas.hardware.profiles import load_profile
 
     profile = load_profile(args.hw)
     space = space_for_profile(args, profile)
@@ -61,7 +61,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 def _search_space(args: argparse.Namespace, profile):
     """The space, its scorer (``--score``, with the at-chance rule) and what it is called."""
-    from gtn_nas.scoring import search_scorer, teacher_run_space_and_data
+    from gtn_nas.search.scoring import search_scorer, teacher_run_space_and_data
 
     data = None
     if args.teacher:
@@ -85,7 +85,7 @@ def _search_space(args: argparse.Namespace, profile):
 
 
 def _print_picks(result, paths, prefix: str = "  ") -> None:
-    from gtn_nas.search_report import confidence_lines
+    from gtn_nas.search.report import confidence_lines
 
     for tier, pick in result.picks.items():
         latency = "-" if pick.latency_ms is None else \
@@ -101,9 +101,9 @@ def _print_picks(result, paths, prefix: str = "  ") -> None:
 
 def cmd_search(args: argparse.Namespace) -> int:
     from gtn_nas.errors import ConfigError
-    from gtn_nas.profiles import load_profile
-    from gtn_nas.search import run_multi_search
-    from gtn_nas.search_report import save_multi_search, save_search
+    from gtn_nas.hardware.profiles import load_profile
+    from gtn_nas.search.strategy import run_multi_search
+    from gtn_nas.search.report import save_multi_search, save_search
 
     profiles = [load_profile(hw) for hw in args.hw]
     if args.latency_table and len(profiles) > 1:

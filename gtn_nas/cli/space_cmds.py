@@ -12,7 +12,7 @@ from gtn_nas.errors import GtnNasError
 
 
 def cmd_spaces(args: argparse.Namespace) -> int:
-    from gtn_nas.plugins import SPACES, build_space
+    from gtn_nas.space.plugins import SPACES, build_space
     from gtn_nas.report import text_table
 
     rows = []
@@ -32,9 +32,9 @@ def defaults_from_sample_file(args: argparse.Namespace) -> None:
     """A sample file written by gtn-nas names its space and options: use them unless the
     command line says otherwise. A file naming a plugin *file* is data, and data never runs
     code: it is refused unless ``--space`` names that plugin (see
-    :func:`gtn_nas.students.space_spec_of_file`)."""
+    :func:`gtn_nas.space.students.space_spec_of_file`)."""
     from gtn_nas.config import read_yaml
-    from gtn_nas.students import space_spec_of_file
+    from gtn_nas.space.students import space_spec_of_file
 
     data = read_yaml(args.sample, "sample file")
     if not isinstance(data, dict) or "sample" not in data:
@@ -48,9 +48,9 @@ def defaults_from_sample_file(args: argparse.Namespace) -> None:
 
 
 def cmd_space_show(args: argparse.Namespace) -> int:
-    from gtn_nas.costs import count_flops, count_params, layer_costs
+    from gtn_nas.space.costs import count_flops, count_params, layer_costs
     from gtn_nas.report import LAYER_HEADERS, layer_table_json, layer_table_rows, text_table
-    from gtn_nas.students import load_sample_file
+    from gtn_nas.space.students import load_sample_file
 
     if args.sample is not None:
         defaults_from_sample_file(args)
@@ -100,7 +100,7 @@ def _show_space_summary(space, as_json: bool) -> int:
 
 
 def cmd_space_sample(args: argparse.Namespace) -> int:
-    from gtn_nas.students import save_sample_file
+    from gtn_nas.space.students import save_sample_file
 
     space = build_space_from_args(args)
     sample = space.sample(args.seed)

@@ -12,14 +12,14 @@ def refuse_untrusted_config_space(config_path: str | None, space_flag: str | Non
     if config_path is None:
         return
     from gtn_nas.config import read_yaml
-    from gtn_nas.students import space_spec_of_file
+    from gtn_nas.space.students import space_spec_of_file
 
     space_spec_of_file(read_yaml(config_path, "config file"), config_path, trusted=space_flag)
 
 
 def cmd_train_teacher(args: argparse.Namespace) -> int:
     from gtn_nas.config import load_config, to_plain
-    from gtn_nas.train_teacher import TeacherRunConfig, train_teacher
+    from gtn_nas.teacher.train import TeacherRunConfig, train_teacher
 
     refuse_untrusted_config_space(args.config, args.space)
     train = {k: getattr(args, k) for k in (
