@@ -137,7 +137,7 @@ def student_files(out: Path) -> list[Path]:
 def search_stage(out: Path, scale: Scale) -> None:
     """s/m/l of a host_cpu search + random students, as sample files in out/students/."""
     from gtn_nas.data import load_dataset
-    from gtn_nas.run.pipeline import RunConfig, SearchStage, TeacherStage
+    from gtn_nas.run.config import RunConfig, SearchStage, TeacherStage
     from gtn_nas.run.pipeline import search_stage as run_search_stage
     from gtn_nas.space.plugins import build_space
     from gtn_nas.space.students import load_sample_file, save_sample_file

@@ -15,7 +15,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from gtn_nas.run.pipeline import load_run_config, run_pipeline
+from gtn_nas.run.config import load_run_config
+from gtn_nas.run.pipeline import run_pipeline
 
 QUICK = {"teacher.teacher": "tiny", "teacher.train.epochs": 1,
          "teacher.train.max_steps_per_epoch": 5, "teacher.pretrain_train.epochs": 1,

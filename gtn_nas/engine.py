@@ -30,9 +30,7 @@ Example:
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import logging
 import math
@@ -51,8 +49,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from gtn_nas.config import to_plain
 from gtn_nas.errors import ConfigError
-from gtn_nas.fileio import (atomic_torch_save, atomic_write_text, load_checkpoint,
-                            remove_stale_temporaries)
+from gtn_nas.fileio import atomic_torch_save, load_checkpoint, remove_stale_temporaries
+from gtn_nas.metrics import RunningMeans, write_metrics
 
 _log = logging.getLogger(__name__)
 
@@ -405,21 +403,6 @@ def evaluate(method: nn.Module, loader: DataLoader, fabric: Any = None) -> dict[
     return meter.means()
 
 
-def write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
-    """Rewrites ``metrics.jsonl`` and ``metrics.csv`` from the full history, atomically."""
-    atomic_write_text(run_dir / "metrics.jsonl",
-                      "".join(json.dumps(record) + "\n" for record in history))
-    columns: list[str] = []
-    for record in history:
-        columns += [k for k in record if k not in columns and not isinstance(record[k],
-                                                                              (list, dict))]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(history)
-    atomic_write_text(run_dir / "metrics.csv", buffer.getvalue())
-
-
 def _read_checkpoint(path: Path, digest: str, identity: Mapping[str, Any]) -> dict[str, Any]:
     state = load_checkpoint(path, CHECKPOINT_FORMAT, "training checkpoint")
     if state.get("digest") != digest:
@@ -457,48 +440,3 @@ def _progress(iterable, enabled: bool, description: str):
     from tqdm.auto import tqdm
 
     return tqdm(iterable, desc=description, leave=False, dynamic_ncols=True, disable=None)
-
-
-class RunningMeans:
-    """Running means of scalar outputs and accuracies of ``*logits`` outputs.
-
-    Sums stay tensors (float64, on the outputs' device) until :meth:`means`, so a training step
-    waits for no device-to-host copy; the arithmetic is the one a float sum would do
-    (``mean * count`` per batch, added in double precision), so the means are bit-identical.
-    """
-
-    def __init__(self) -> None:
-        self.sums: dict[str, Any] = {}
-        self.counts: dict[str, Any] = {}
-
-    def _add(self, key: str, value: Any, count: Any) -> None:
-        self.sums[key] = self.sums.get(key, 0.0) + value * count
-        self.counts[key] = self.counts.get(key, 0) + count
-
-    def update(self, outputs: Mapping[str, Any], targets: torch.Tensor,
-               extra: Mapping[str, Any] | None = None) -> None:
-        count = int(targets.shape[0])
-        labelled = targets >= 0  # unlabelled items (gtn_nas.distill.partial_labels) have no accuracy
-        scored = labelled.sum().double()
-        for key, value in outputs.items():
-            if not isinstance(value, torch.Tensor):
-                continue
-            if key.endswith("logits"):
-                name = "acc" if key == "logits" else key[: -len("logits")] + "acc"
-                hits = ((value.detach().argmax(dim=-1) == targets) & labelled).sum().double()
-                # a batch without labels adds 0 to both sums (0 / 1 * 0)
-                self._add(name, hits / scored.clamp(min=1), scored)
-            elif value.dim() == 0:
-                self._add(key, value.detach().double(), count)
-        for key, value in (extra or {}).items():
-            if isinstance(value, (int, float)) or (isinstance(value, torch.Tensor)
-                                                   and value.dim() == 0):
-                self._add(key, float(value), count)
-
-    def means(self) -> dict[str, float]:
-        out = {}
-        for key, total in self.sums.items():
-            count = float(self.counts[key])
-            if count:
-                out[key] = float(total) / count
-        return out

@@ -17,8 +17,6 @@ import io
 from pathlib import Path
 from typing import Any, Sequence
 
-from gtn_nas.space.costs import LayerCost
-
 
 def _cell(value: Any) -> str:
     return "-" if value is None else str(value)
@@ -39,22 +37,6 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
-
-
-LAYER_HEADERS = ("module", "type", "in", "out", "kernel", "stride", "params", "MFLOPs")
-
-
-def layer_table_rows(costs: Sequence[LayerCost]) -> list[list[Any]]:
-    """Rows for :data:`LAYER_HEADERS` (the supplement's columns plus params and MFLOPs)."""
-    return [[c.module, c.row.type, c.row.in_channels, c.row.out_channels, c.row.kernel,
-             c.row.stride, f"{c.params:,}", f"{c.flops / 1e6:.3f}"] for c in costs]
-
-
-def layer_table_json(costs: Sequence[LayerCost]) -> list[dict[str, Any]]:
-    """The layer table as JSON-ready dicts (FLOPs as integers)."""
-    return [{"module": c.module, "type": c.row.type, "in": c.row.in_channels,
-             "out": c.row.out_channels, "kernel": c.row.kernel, "stride": c.row.stride,
-             "params": c.params, "flops": c.flops} for c in costs]
 
 
 def plot_training_curves(history: Sequence[dict[str, Any]], path: str | Path,

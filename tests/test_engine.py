@@ -160,7 +160,7 @@ def test_val_every_validates_every_kth_epoch_and_the_last(data, tmp_path):
 
 def test_meter_means_equal_a_float_sum_and_skip_unlabelled_batches():
     """Tensor sums (no host copy per step) give exactly what the float arithmetic gave."""
-    from gtn_nas.engine import RunningMeans
+    from gtn_nas.metrics import RunningMeans
 
     generator = torch.Generator().manual_seed(0)
     meter, sums, counts = RunningMeans(), {}, {}

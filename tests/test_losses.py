@@ -11,15 +11,12 @@ from gtn_nas.distill.losses import (
     _dkd_parts,
     attention_map,
     attention_transfer_loss,
-    categorical_entropy,
-    conditioning_loss,
     dkd_loss,
     dkd_warmup_factor,
     hint_loss,
     kd_loss,
-    sftn_loss,
-    soft_kl,
 )
+from gtn_nas.teacher.losses import categorical_entropy, conditioning_loss, sftn_loss, soft_kl
 
 E = math.e
 D = torch.float64

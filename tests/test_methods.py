@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from gtn_nas.errors import ConfigError
-from gtn_nas.distill.losses import conditioning_loss, sftn_loss
+from gtn_nas.teacher.losses import conditioning_loss, sftn_loss
 from gtn_nas.teacher.methods.grafting import transform_layer
 from gtn_nas.teacher.methods.gtn import GTNMethod
 from gtn_nas.teacher.methods.path_sampler import PathSampler

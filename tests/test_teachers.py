@@ -8,13 +8,9 @@ from torch import nn
 from torchvision.models import efficientnet_b0 as tv_efficientnet_b0
 
 from gtn_nas.errors import ConfigError
-from gtn_nas.teacher.zoo import (
-    TEACHERS,
-    TeacherNet,
-    build_teacher,
-    efficientnet_b0_weights_file,
-    teacher_names,
-)
+from gtn_nas.teacher.efficientnet import efficientnet_b0_weights_file
+from gtn_nas.teacher.net import TEACHERS, TeacherNet
+from gtn_nas.teacher.zoo import build_teacher, teacher_names
 
 SIZE = 32
 NUM_CLASSES = 10

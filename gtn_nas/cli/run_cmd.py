@@ -10,7 +10,8 @@ from gtn_nas.cli.common import out, val_accuracies
 
 def cmd_run(args: argparse.Namespace) -> int:
     from gtn_nas.cli.distill_cmds import parse_seeds
-    from gtn_nas.run.pipeline import load_run_config, run_pipeline
+    from gtn_nas.run.config import load_run_config
+    from gtn_nas.run.pipeline import run_pipeline
 
     if args.config:
         from gtn_nas.config import read_yaml

@@ -49,7 +49,8 @@ def defaults_from_sample_file(args: argparse.Namespace) -> None:
 
 def cmd_space_show(args: argparse.Namespace) -> int:
     from gtn_nas.space.costs import count_flops, count_params, layer_costs
-    from gtn_nas.report import LAYER_HEADERS, layer_table_json, layer_table_rows, text_table
+    from gtn_nas.report import text_table
+    from gtn_nas.space.costs import LAYER_HEADERS, layer_table_json, layer_table_rows
     from gtn_nas.space.students import load_sample_file
 
     if args.sample is not None:

@@ -1,8 +1,17 @@
-"""Datasets (common floor): a name becomes seeded train/val/test splits (``core``)."""
+"""Datasets (common floor): a name becomes seeded train/val/test splits.
 
+``core``: the request, the splits, the in-memory dataset, :func:`load_dataset` and loaders;
+``sources``: the in-memory datasets (digits, fashion-mnist, cifar100, synthetic); ``folders``:
+image folders read through PIL. Importing this package registers every source.
+
+May import: ``gtn_nas.errors`` and ``gtn_nas.registry`` only.
+"""
+
+from gtn_nas.data import folders, sources  # noqa: F401  (registers the datasets)
 from gtn_nas.data.core import (CACHE_ROOT, DATASETS, FASHION_CLASSES, FASHION_MNIST_ROOT,
-                               DatasetRequest, DataSplits, ImageFiles, InMemoryImages,
-                               dataset_names, load_dataset, make_loaders)
+                               DatasetRequest, DataSplits, InMemoryImages, dataset_names,
+                               load_dataset, make_loaders)
+from gtn_nas.data.folders import ImageFiles
 
 __all__ = ["CACHE_ROOT", "DATASETS", "FASHION_CLASSES", "FASHION_MNIST_ROOT", "DataSplits",
            "DatasetRequest", "ImageFiles", "InMemoryImages", "dataset_names", "load_dataset",

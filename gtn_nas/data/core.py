@@ -17,6 +17,7 @@ Shared behaviour:
   val/test use the same constants. Crop padding is filled with 0, i.e. the mean.
 
 Example:
+    >>> from gtn_nas.data import load_dataset   # the package registers every source
     >>> splits = load_dataset("digits", seed=0)
     >>> image, label = splits.val[0]
     >>> tuple(image.shape), splits.num_classes
@@ -25,12 +26,8 @@ Example:
 
 from __future__ import annotations
 
-import gzip
 import logging
-import math
 import os
-import struct
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -43,10 +40,6 @@ from torch.utils.data import DataLoader, Dataset
 from gtn_nas.errors import ConfigError, DataError
 from gtn_nas.registry import Registry
 
-__all__ = [
-    "DATASETS", "DataSplits", "DatasetRequest", "InMemoryImages", "ImageFiles",
-    "dataset_names", "load_dataset", "make_loaders",
-]
 
 _log = logging.getLogger(__name__)
 
@@ -132,48 +125,6 @@ class InMemoryImages(Dataset):
         if self.augment is not None:
             image = self.augment(image)
         return image.expand(self.channels, -1, -1).clone(), int(self.labels[index])
-
-
-class _FilePipeline:
-    """PIL image -> float tensor with channel/size adaptation, normalisation and augmentation."""
-
-    def __init__(self, size: int, channels: int, augment: Callable[[Tensor], Tensor] | None) -> None:
-        self.size, self.channels, self.augment = size, channels, augment
-        mean, std = _IMAGENET_MEAN, _IMAGENET_STD
-        if channels == 1:
-            mean = (sum(w * m for w, m in zip(_LUMA, mean)),)
-            std = (sum(w * s for w, s in zip(_LUMA, std)),)  # channels ~perfectly correlated
-        self.mean, self.std = torch.tensor(mean).view(-1, 1, 1), torch.tensor(std).view(-1, 1, 1)
-
-    def __call__(self, image: Any) -> Tensor:
-        from torchvision.transforms.v2.functional import pil_to_tensor
-
-        x = _to_channels(pil_to_tensor(image).float().div_(255).unsqueeze(0), self.channels)
-        x = ((_resize(x, self.size)[0]) - self.mean) / self.std
-        return self.augment(x) if self.augment is not None else x
-
-
-class ImageFiles(Dataset):
-    """A split of image files read lazily through PIL (used by ``imagefolder``)."""
-
-    def __init__(self, name: str, samples: list[tuple[str, int]], transform: _FilePipeline) -> None:
-        self.name, self.samples, self.transform = name, samples, transform
-        self.labels = torch.tensor([label for _, label in samples], dtype=torch.long)
-        self.indices = torch.arange(len(samples))
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int) -> tuple[Tensor, int]:
-        from torchvision.datasets.folder import default_loader
-
-        path, label = self.samples[index]
-        try:
-            image = default_loader(path)
-        except OSError as exc:
-            raise DataError(f"{self.name}: cannot read image {path} ({_one_line(exc)}); "
-                            f"remove or replace the file") from exc
-        return self.transform(image), label
 
 
 def dataset_names() -> list[str]:
@@ -367,197 +318,3 @@ def _in_memory(req: DatasetRequest, parts: dict[str, tuple[Tensor, Tensor, Tenso
 
 def _gather(source: tuple[Tensor, Tensor], indices: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return source[0][indices], source[1][indices], indices
-
-
-# --------------------------------------------------------------------------- datasets
-
-@DATASETS.register("digits")
-def _digits(req: DatasetRequest) -> DataSplits:
-    """scikit-learn's bundled 8x8 digits (1797 images); test and val are fractions of all."""
-    _options(req, {})
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError as exc:
-        raise DataError("digits: scikit-learn is not installed; pip install scikit-learn "
-                        "or choose another dataset") from exc
-    bunch = load_digits()
-    source = (torch.from_numpy(bunch.images).to(torch.uint8).unsqueeze(1),
-              torch.from_numpy(bunch.target).long())
-    gen = torch.Generator().manual_seed(req.seed)
-    parts = _split(req, source[1], gen, {"test": req.test_fraction, "val": req.val_fraction})
-    parts["train"] = _limit(req, source[1], parts["train"], gen)
-    return _in_memory(req, {k: _gather(source, i) for k, i in parts.items()}, scale=16.0,
-                      class_names=tuple(str(d) for d in range(10)), flip=False)
-
-
-def _read_idx(path: Path, ndim: int) -> Tensor:
-    """Parses one (optionally gzip-compressed) IDX file of uint8 with ``ndim`` dimensions."""
-    try:
-        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as handle:
-            raw = handle.read()
-    except (OSError, EOFError, zlib.error) as exc:
-        raise DataError(f"fashion-mnist: cannot read {path} ({_one_line(exc)}); "
-                        f"the file is damaged, {_FASHION_HINT}") from exc
-    header = 4 + 4 * ndim
-    if len(raw) < header or raw[:3] != b"\x00\x00\x08" or raw[3] != ndim:
-        raise DataError(f"fashion-mnist: {path} is not an IDX file of {ndim}-d uint8 data "
-                        f"(magic {raw[:4].hex() or 'missing'}); {_FASHION_HINT}")
-    dims = struct.unpack(f">{ndim}I", raw[4:header])
-    if len(raw) - header != math.prod(dims):
-        raise DataError(f"fashion-mnist: {path} is truncated or damaged: its header promises "
-                        f"{math.prod(dims)} bytes of data, found {len(raw) - header}; {_FASHION_HINT}")
-    return torch.frombuffer(bytearray(raw[header:]), dtype=torch.uint8).reshape(dims)
-
-
-def _fashion_part(root: Path, stem: str) -> tuple[Tensor, Tensor]:
-    folders = [root, root / "FashionMNIST" / "raw"]
-    found = {}
-    for kind in ("images-idx3", "labels-idx1"):
-        name = f"{stem}-{kind}-ubyte"
-        paths = [folder / file for folder in folders for file in (f"{name}.gz", name)]
-        path = next((p for p in paths if p.is_file()), None)
-        if path is None:
-            raise DataError(f"fashion-mnist: expected {name}.gz (or {name}) in {root} or "
-                            f"{folders[1]}, not found; {_FASHION_HINT}")
-        found[kind] = (path, _read_idx(path, 3 if kind.startswith("images") else 1))
-    (image_path, images), (label_path, labels) = found["images-idx3"], found["labels-idx1"]
-    if len(images) != len(labels) or len(images) == 0 or int(labels.max()) >= 10:
-        raise DataError(f"fashion-mnist: {image_path} ({len(images)} images) and {label_path} "
-                        f"({len(labels)} labels, 0..9 expected) do not match; {_FASHION_HINT}")
-    return images.unsqueeze(1), labels.long()
-
-
-@DATASETS.register("fashion-mnist")
-def _fashion_mnist(req: DatasetRequest) -> DataSplits:
-    """Fashion-MNIST from IDX files; official test set, val split off the official train set."""
-    _options(req, {})
-    root = req.root or Path(FASHION_MNIST_ROOT)
-    if not root.is_dir():
-        raise DataError(f"fashion-mnist: data root {root} does not exist; {_FASHION_HINT}")
-    train_source, test_source = _fashion_part(root, "train"), _fashion_part(root, "t10k")
-    gen = torch.Generator().manual_seed(req.seed)
-    parts = _split(req, train_source[1], gen, {"val": req.val_fraction})
-    train = _limit(req, train_source[1], parts["train"], gen)
-    return _in_memory(req, {"train": _gather(train_source, train),
-                            "val": _gather(train_source, parts["val"]),
-                            "test": _gather(test_source, torch.arange(len(test_source[1])))},
-                      scale=255.0, class_names=FASHION_CLASSES)
-
-
-@DATASETS.register("cifar100")
-def _cifar100(req: DatasetRequest) -> DataSplits:
-    """CIFAR-100 through torchvision (held in memory); val split off the official train set."""
-    _options(req, {})
-    root = req.root or Path(CACHE_ROOT).expanduser()
-    expected = root / "cifar-100-python"
-    how = (f"place the contents of cifar-100-python.tar.gz extracted there (so that "
-           f"{expected}/train exists) or pass --download where there is internet")
-    if not req.download and not expected.is_dir():
-        raise DataError(f"cifar100: files not found in {expected}/; {how}")
-    try:
-        from torchvision.datasets import CIFAR100
-
-        sets = [CIFAR100(str(root), train=flag, download=req.download) for flag in (True, False)]
-    except Exception as exc:  # torchvision reports missing/corrupt files and offline downloads variously
-        raise DataError(f"cifar100: could not load {expected}/ ({_one_line(exc)}); {how}") from exc
-    train_source, test_source = [
-        (torch.from_numpy(s.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(s.targets))
-        for s in sets]
-    gen = torch.Generator().manual_seed(req.seed)
-    parts = _split(req, train_source[1], gen, {"val": req.val_fraction})
-    train = _limit(req, train_source[1], parts["train"], gen)
-    return _in_memory(req, {"train": _gather(train_source, train),
-                            "val": _gather(train_source, parts["val"]),
-                            "test": _gather(test_source, torch.arange(len(test_source[1])))},
-                      scale=255.0, class_names=tuple(sets[0].classes))
-
-
-def _scan_folder(folder: Path, layout: str) -> tuple[list[tuple[str, int]], list[str]]:
-    from torchvision.datasets import ImageFolder
-
-    try:
-        found = ImageFolder(str(folder))
-    except (FileNotFoundError, OSError) as exc:
-        raise DataError(f"imagefolder: no usable class folders in {folder} ({_one_line(exc)}); "
-                        f"{layout}") from exc
-    return list(found.samples), list(found.classes)
-
-
-@DATASETS.register("imagefolder")
-def _imagefolder(req: DatasetRequest) -> DataSplits:
-    """``root/train/<class>/*`` (+ optional ``val``/``test``) read lazily; default size 32.
-
-    Missing splits are carved deterministically (seeded, stratified): without ``test/`` the test
-    split comes from ``val/`` (share ``test_fraction / (val_fraction + test_fraction)``); without
-    ``val/`` the val split (and, if also missing, the test split) comes from ``train/``.
-    """
-    _options(req, {})
-    layout = ("expected <root>/train/<class>/<image> and optionally <root>/val/<class>/<image> "
-              "and <root>/test/<class>/<image>; pass --data-root")
-    if req.root is None:
-        raise DataError(f"imagefolder: no data root given; {layout}")
-    if not req.root.is_dir():
-        raise DataError(f"imagefolder: data root {req.root} does not exist; {layout}")
-    if not (req.root / "train").is_dir():
-        raise DataError(f"imagefolder: {req.root / 'train'} does not exist; {layout}")
-    train, classes = _scan_folder(req.root / "train", layout)
-    found = {"train": train}
-    for part in ("val", "test"):
-        if (req.root / part).is_dir():
-            found[part], part_classes = _scan_folder(req.root / part, layout)
-            if part_classes != classes:
-                only_train = sorted(set(classes) - set(part_classes)) or ["-"]
-                only_part = sorted(set(part_classes) - set(classes)) or ["-"]
-                raise DataError(f"imagefolder: class folders differ between {req.root / 'train'} and "
-                                f"{req.root / part} (only in train: {', '.join(only_train)}; "
-                                f"only in {part}: {', '.join(only_part)}); {layout}")
-    gen = torch.Generator().manual_seed(req.seed)
-
-    def labels_of(samples: list[tuple[str, int]]) -> Tensor:
-        return torch.tensor([label for _, label in samples], dtype=torch.long)
-
-    def carve(source: str, fractions: dict[str, float], rest: str) -> None:
-        samples = found.pop(source)
-        for part, idx in _split(req, labels_of(samples), gen, fractions, rest).items():
-            found[part] = [samples[i] for i in idx.tolist()]
-
-    if "test" not in found and "val" in found:
-        share = req.test_fraction / (req.val_fraction + req.test_fraction)
-        carve("val", {"test": share}, rest="val")
-    wanted = {p: getattr(req, f"{p}_fraction") for p in ("test", "val") if p not in found}
-    if wanted:
-        carve("train", wanted, rest="train")
-    labels = labels_of(found["train"])
-    keep = _limit(req, labels, torch.arange(len(labels)), gen).tolist()
-    found["train"] = [found["train"][i] for i in keep]
-    size = req.image_size or 32
-    datasets = {part: ImageFiles(req.name, samples, _FilePipeline(
-        size, req.channels, _augmentation(req, size, True) if part == "train" else None))
-        for part, samples in found.items()}
-    return DataSplits(req.name, datasets["train"], datasets["val"], datasets["test"],
-                      len(classes), req.channels, size, tuple(classes))
-
-
-@DATASETS.register("synthetic")
-def _synthetic(req: DatasetRequest) -> DataSplits:
-    """Seeded class prototypes plus Gaussian noise, learnable in seconds; for tests and smoke runs.
-
-    Options: ``num_classes`` (10), ``size`` (8), ``num_examples`` (512), ``channels_native`` (3).
-    """
-    opts = _options(req, {"num_classes": 10, "size": 8, "num_examples": 512, "channels_native": 3})
-    bounds = {"num_classes": 2, "size": 4, "num_examples": 2 * opts["num_classes"], "channels_native": 1}
-    for key, low in bounds.items():
-        if not _is_int(opts[key]) or opts[key] < low:
-            raise ConfigError(f"synthetic: option {key} must be an integer >= {low}, got {opts[key]!r}")
-    if opts["channels_native"] not in (1, 3):
-        raise ConfigError(f"synthetic: option channels_native must be 1 or 3, got {opts['channels_native']}")
-    gen = torch.Generator().manual_seed(req.seed)
-    k, c, s, n = opts["num_classes"], opts["channels_native"], opts["size"], opts["num_examples"]
-    prototypes = torch.rand(k, c, s, s, generator=gen)
-    labels = (torch.arange(n) % k)[torch.randperm(n, generator=gen)]
-    noise = 0.25 * torch.randn(n, c, s, s, generator=gen)
-    source = ((prototypes[labels] + noise).clamp_(0, 1), labels)
-    parts = _split(req, labels, gen, {"test": req.test_fraction, "val": req.val_fraction})
-    parts["train"] = _limit(req, labels, parts["train"], gen)
-    return _in_memory(req, {p: _gather(source, i) for p, i in parts.items()}, scale=1.0,
-                      class_names=tuple(f"class{i}" for i in range(k)))

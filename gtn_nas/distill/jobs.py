@@ -27,25 +27,24 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Callable, Literal
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from gtn_nas.config import read_yaml, to_plain
+from gtn_nas.config import to_plain
 from gtn_nas.data import DataSplits, load_dataset
 from gtn_nas.distill.distillers import (DISTILLERS, TEACHERLESS, UNLABELLED_IMAGES, build_distiller,
                              copy_student_state)
 from gtn_nas.engine import TrainConfig, fit
 from gtn_nas.errors import ConfigError
+from gtn_nas.distill.specs import StudentSpec, resolve_students
+from gtn_nas.distill.summary import (GUARD_NAME, RESULT_FORMAT, RESULT_NAME, collect_results,
+                                     read_result, write_summary)
 from gtn_nas.fileio import atomic_write_text, remove_stale_temporaries
-from gtn_nas.space.supernet import Sample, SupernetSpace
 
 _log = logging.getLogger(__name__)
-
-RESULT_NAME = "result.json"
-RESULT_FORMAT = "gtn-nas-distill-result/1"
 
 
 def student_recipe() -> TrainConfig:
@@ -106,17 +105,6 @@ class DistillRunConfig:
 
 
 @dataclass
-class StudentSpec:
-    """One student to distil: its name, space, sample and what the search said about it."""
-
-    name: str
-    space: SupernetSpace
-    sample: Sample
-    source: str
-    info: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
 class DistillResult:
     """What :func:`distill` did."""
 
@@ -125,75 +113,6 @@ class DistillResult:
     skipped: list[Path]
     summary: dict[str, Path]
     rows: list[dict[str, Any]]
-
-
-# ----------------------------------------------------------------------------- students
-def _safe_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._") or "student"
-
-
-def resolve_students(items: tuple[str, ...], *, num_classes: int, in_channels: int,
-                     input_size: int, space_flag: str | None = None,
-                     width_mult: float = 0.25) -> list[StudentSpec]:
-    """Turns ``--students`` items into :class:`StudentSpec` s for data of the given shape.
-
-    Items are a preset name of ``space_flag`` (default ``resnet_supernet``) at ``width_mult``,
-    a sample file (its space and options; a plugin file only when ``space_flag`` names it), or
-    a search output directory (``students/*.yaml``, one student per tier).
-
-    Raises:
-        ConfigError: a missing or empty students directory, a student of another class count,
-            channel count or input size than the data, a duplicate name, an untrusted plugin.
-    """
-    from gtn_nas.space.plugins import DEFAULT_SPACE, build_space
-    from gtn_nas.space.students import load_sample_file, space_spec_of_file
-
-    data_options = {"num_classes": num_classes, "in_channels": in_channels,
-                    "input_size": input_size}
-    specs: list[StudentSpec] = []
-    default_space = None
-    for item in items:
-        path = Path(item)
-        if path.is_dir():
-            folder = path / "students" if (path / "students").is_dir() else path
-            files = sorted(folder.glob("*.yaml")) + sorted(folder.glob("*.yml"))
-            if not files:
-                raise ConfigError(f"students directory {path} holds no students/*.yaml "
-                                  f"(expected a search output directory)")
-            entries = [(f, f.stem) for f in files]
-        elif path.suffix.lower() in (".yaml", ".yml", ".json") or path.exists():
-            entries = [(path, path.stem)]
-        else:
-            if default_space is None:
-                default_space = build_space(space_flag or DEFAULT_SPACE,
-                                            width_mult=width_mult, **data_options)
-            sample = default_space.preset(item)
-            specs.append(StudentSpec(_safe_name(item), default_space, sample,
-                                     f"preset {item}"))
-            continue
-        for file, name in entries:
-            data = read_yaml(file, "sample file")
-            declared = space_spec_of_file(data, file, trusted=space_flag)
-            options = dict(data.get("options") or {}) if isinstance(data, Mapping) else {}
-            for key, wanted in data_options.items():
-                if key in options and options[key] != wanted:
-                    raise ConfigError(f"{file}: a student for {key} {options[key]}, but the "
-                                      f"data has {wanted}")
-            options.update(data_options)
-            if "width_mult" not in options:
-                options["width_mult"] = width_mult
-            space = build_space(space_flag or declared or DEFAULT_SPACE, **options)
-            sample = load_sample_file(file, space)
-            info = {k: data[k] for k in ("tier", "profile", "score", "latency_ms",
-                                         "latency_source", "measured")
-                    if isinstance(data, Mapping) and k in data}
-            specs.append(StudentSpec(_safe_name(name), space, sample, str(file), info))
-    names = [s.name for s in specs]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise ConfigError(f"two students are named {', '.join(duplicates)}; give each a "
-                          f"distinct file name")
-    return specs
 
 
 # ----------------------------------------------------------------------------- teacher
@@ -307,16 +226,6 @@ def _job_identity(config: DistillRunConfig, spec: StudentSpec, seed: int,
                                           "options": to_plain(spec.space.options),
                                           "sample": spec.sample},
             "seed": seed, "teacher_digest": teacher_digest}
-
-
-def read_result(run_dir: Path) -> dict[str, Any] | None:
-    """A job's ``result.json`` if it is complete and readable, else None."""
-    path = run_dir / RESULT_NAME
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) and data.get("format") == RESULT_FORMAT else None
 
 
 def run_job(config: DistillRunConfig, spec: StudentSpec, seed: int, splits: DataSplits,
@@ -504,9 +413,6 @@ def _teacher_accuracy(out: Path, teacher: nn.Module, digest: str | None,
     return data
 
 
-GUARD_NAME = "guard.json"
-
-
 def guard_against_baseline(out: Path, baseline: str | None, teacher_acc: float,
                            students: list[str]) -> list[str]:
     """The teacher guard (:func:`gtn_nas.distill.deploy.teacher_guard`) for every student with finished
@@ -544,109 +450,3 @@ def _yaml(data: Any) -> str:
     return yaml.safe_dump(data, sort_keys=False)
 
 
-# ----------------------------------------------------------------------------- summary
-def collect_results(out_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    """Every finished job's ``result.json`` under ``out_dir``."""
-    out = Path(out_dir)
-    results = []
-    for path in sorted(out.rglob(RESULT_NAME)):
-        record = read_result(path.parent)
-        if record is not None:
-            record["run_dir"] = str(path.parent.relative_to(out))
-            results.append(record)
-    return results
-
-
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    import statistics
-
-    mean = statistics.fmean(values)
-    return mean, (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-
-def summarise(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (student, method): costs, latency and test top-1 mean +- std over seeds."""
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for record in results:
-        groups.setdefault((record["student"], record["method"]), []).append(record)
-    rows = []
-    for (student, method), records in groups.items():
-        records.sort(key=lambda r: r["seed"])
-        first = records[0]
-        last_mean, last_std = _mean_std([r["test_acc"] for r in records])
-        best_mean, best_std = _mean_std([r["test_acc_best"] for r in records])
-        latency, source = _latency_of(first)
-        rows.append({"student": student, "method": method, "params": first["params"],
-                     "mflops": first["mflops"], "latency_ms": latency,
-                     "latency_source": source, "seeds": [r["seed"] for r in records],
-                     "test_acc_mean": last_mean, "test_acc_std": last_std,
-                     "test_acc_best_mean": best_mean, "test_acc_best_std": best_std,
-                     "epochs": first["epochs"], "tier": first.get("info", {}).get("tier")})
-    rows.sort(key=lambda r: (r["method"], r["params"], r["student"]))
-    return rows
-
-
-def _latency_of(record: Mapping[str, Any]) -> tuple[float | None, str]:
-    info = record.get("info") or {}
-    measured = info.get("measured") or {}
-    if measured.get("median_ms") is not None:
-        return float(measured["median_ms"]), f"measured ({info.get('profile', 'search')})"
-    if info.get("latency_ms") is not None:
-        return float(info["latency_ms"]), f"{info.get('latency_source')} " \
-                                          f"({info.get('profile', 'search')})"
-    export = record.get("export") or {}
-    if export.get("ort_ms_batch1") is not None:
-        return float(export["ort_ms_batch1"]), "measured here (ORT, batch 1)"
-    return None, "-"
-
-
-def write_summary(out_dir: str | os.PathLike, teacher_acc: float | None = None
-                  ) -> tuple[dict[str, Path], list[dict[str, Any]]]:
-    """Writes ``summary.md``, ``summary.csv`` and ``summary.json`` from the run directories
-    under ``out_dir`` (what ``gtn-nas report DIR`` does after sharded runs)."""
-    import csv
-    import io
-
-    from gtn_nas.report import markdown_table
-
-    out = Path(out_dir)
-    if teacher_acc is None:
-        try:
-            teacher_acc = float(json.loads((out / "teacher.json").read_text())["test_acc"])
-        except (OSError, ValueError, KeyError, TypeError):
-            teacher_acc = None
-    results = collect_results(out)
-    rows = summarise(results)
-    try:
-        guard = list(json.loads((out / GUARD_NAME).read_text())["lines"])
-    except (OSError, ValueError, KeyError, TypeError):
-        guard = []
-    paths = {"json": atomic_write_text(out / "summary.json", json.dumps(
-        {"teacher_test_acc": teacher_acc, "guard": guard, "rows": rows, "runs": results},
-        indent=1) + "\n")}
-    buffer = io.StringIO()
-    columns = ["student", "method", "params", "mflops", "latency_ms", "latency_source",
-               "test_acc_mean", "test_acc_std", "test_acc_best_mean", "test_acc_best_std",
-               "seeds", "epochs", "teacher_test_acc"]
-    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({**row, "seeds": " ".join(map(str, row["seeds"])),
-                         "teacher_test_acc": teacher_acc})
-    paths["csv"] = atomic_write_text(out / "summary.csv", buffer.getvalue())
-    table = [[r["student"], r["method"], f"{r['params']:,}", f"{r['mflops']:.2f}",
-              "-" if r["latency_ms"] is None else f"{r['latency_ms']:.3f} ({r['latency_source']})",
-              f"{r['test_acc_mean']:.4f} ± {r['test_acc_std']:.4f}",
-              f"{r['test_acc_best_mean']:.4f} ± {r['test_acc_best_std']:.4f}",
-              len(r["seeds"]), r["epochs"]] for r in rows]
-    lines = ["# Distillation summary", "",
-             f"Teacher test top-1: {'-' if teacher_acc is None else f'{teacher_acc:.4f}'}; "
-             f"{len(results)} finished runs.", "",
-             markdown_table(["student", "method", "params", "MFLOPs", "latency ms (source)",
-                             "test top-1 (last epoch)", "test top-1 (best on val)", "seeds",
-                             "epochs"], table), "",
-             "Top-1 is mean ± standard deviation over seeds, on the test split; 'best on val' "
-             "takes each seed's epoch with the best validation accuracy."]
-    lines += [""] + [f"**Guard:** {line}." for line in guard] if guard else []
-    paths["md"] = atomic_write_text(out / "summary.md", "\n".join(lines) + "\n")
-    return paths, rows

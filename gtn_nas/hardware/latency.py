@@ -40,23 +40,12 @@ from torch import nn
 from gtn_nas.space.costs import UnitCosts
 from gtn_nas.errors import ConfigError
 from gtn_nas.space.export import export_onnx, onnx_session
+from gtn_nas.hardware.latency_predictor import rebuild_hint
 from gtn_nas.space.supernet import SupernetSpace
 
 _log = logging.getLogger(__name__)
 
 MODES = ("auto", "table", "measure", "estimate")
-_LAZY = {"LatencyTable": "gtn_nas.hardware.latency_predictor", "TableLatency": "gtn_nas.hardware.latency_predictor",
-         "TABLE_FORMAT": "gtn_nas.hardware.latency_predictor", "build_latency_table": "gtn_nas.hardware.latency_build",
-         "validate_table": "gtn_nas.hardware.latency_build"}
-
-
-def __getattr__(name: str) -> Any:  # the table's names, for ``from gtn_nas.hardware.latency import ...``
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
 
 @dataclass(frozen=True)
 class LatencyStats:
@@ -352,12 +341,6 @@ class MeasuredLatency:
         return self.cache[key]
 
 
-def _rebuild_hint(profile, space: SupernetSpace) -> str:
-    options = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in space.options.items())
-    source = profile.source or profile.name
-    return f"gtn-nas profile --hw {source} --space {space.spec} {options}".rstrip()
-
-
 def latency_model(space: SupernetSpace, profile, unit_costs: UnitCosts,
                   table_path: str | os.PathLike | None = None, mode: str = "auto",
                   max_table_mape: float = 0.15):
@@ -394,7 +377,7 @@ def latency_model(space: SupernetSpace, profile, unit_costs: UnitCosts,
     if mode == "table" or table_path is not None:
         if path is None:
             raise ConfigError(f"profile {profile.name} names no latency_table; build one with: "
-                              f"{_rebuild_hint(profile, space)} --out FILE")
+                              f"{rebuild_hint(profile, space)} --out FILE")
         return TableLatency(LatencyTable.load(path, space, profile), unit_costs)
     runs_here = profile.device.runs_here
     wanted = any("latency_ms" in b.limits() for b in profile.budgets.values())
@@ -421,9 +404,9 @@ def latency_model(space: SupernetSpace, profile, unit_costs: UnitCosts,
     if runs_here:
         _log.warning("profile %s has no latency table here; measuring every candidate with "
                      "ONNX Runtime (slow; build a table with: %s)", profile.name,
-                     _rebuild_hint(profile, space))
+                     rebuild_hint(profile, space))
         return MeasuredLatency(space, profile, unit_costs)
     _log.warning("profile %s has no latency table; latencies are ESTIMATED from its device "
                  "facts (build a table on the device: %s)", profile.name,
-                 _rebuild_hint(profile, space))
+                 rebuild_hint(profile, space))
     return EstimatedLatency(space, profile, unit_costs)

@@ -161,7 +161,7 @@ class LatencyTable:
             ConfigError: one line saying what differs and how to rebuild the table.
         """
         path = Path(path)
-        hint = _rebuild_hint(profile, space)
+        hint = rebuild_hint(profile, space)
         if not path.is_file():
             raise ConfigError(f"latency table {path} does not exist (build it on the device "
                               f"with: {hint})")
@@ -207,14 +207,15 @@ class LatencyTable:
         return table
 
 
-def _rebuild_hint(profile, space) -> str:
+def rebuild_hint(profile, space) -> str:
+    """The command that (re)builds the lookup table of ``profile`` for ``space``."""
     if profile is None:
         return "gtn-nas profile --hw PROFILE"
-    from gtn_nas.hardware.latency import _rebuild_hint as hint
-
     if space is None:
         return f"gtn-nas profile --hw {profile.source or profile.name}"
-    return hint(profile, space)
+    options = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in space.options.items())
+    source = profile.source or profile.name
+    return f"gtn-nas profile --hw {source} --space {space.spec} {options}".rstrip()
 
 
 def export_trees(gbm, rows: np.ndarray) -> dict[str, Any]:

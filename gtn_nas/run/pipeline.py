@@ -41,186 +41,21 @@ import dataclasses
 import json
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
 import numpy as np
 
-from gtn_nas.config import check_finite, from_mapping, read_yaml, to_plain
-from gtn_nas.engine import TrainConfig, config_digest
+from gtn_nas.config import from_mapping, to_plain
+from gtn_nas.engine import config_digest
 from gtn_nas.errors import ConfigError
 from gtn_nas.fileio import atomic_write_text, remove_stale_temporaries
+from gtn_nas.run.config import RunConfig
 
 _log = logging.getLogger(__name__)
 
 RUN_FORMAT = "gtn-nas-run/1"
-STAGES = ("teacher", "search", "distill", "deploy", "report")
-
-
-def _teacher_train() -> TrainConfig:
-    # GTN fine-tuning of the pre-trained teacher: a tenth of the pre-training's learning rate
-    # (0.05 cost the digits teacher 1.1 points of test top-1, docs/BENCHMARKS.md)
-    return TrainConfig(epochs=6, lr=0.01, schedule="cosine", progress=False)
-
-
-def _pretrain() -> TrainConfig:
-    return TrainConfig(epochs=30, schedule="cosine", progress=False)
-
-
-def _student_train() -> TrainConfig:
-    return TrainConfig(epochs=10, schedule="cosine", progress=False)
-
-
-@dataclass
-class TeacherStage:
-    """The teacher stage's settings (see ``gtn-nas train-teacher``)."""
-
-    method: Literal["standard", "sftn", "gtn"] = "gtn"
-    teacher: str = "resnet32"
-    teacher_options: dict[str, Any] = field(default_factory=dict)
-    space: str = "resnet_supernet"
-    width_mult: float = 0.25
-    sampler: str = "uniform"
-    alpha: float | None = None   # branch KL weight; None: 0.3 when fine-tuning a pre-trained
-                                 # teacher (keeps its accuracy), else the dataset's default
-    # 2 logged paths per epoch: diagnostics only, 8 cost ~2x the fine-tuning's time
-    options: dict[str, Any] = field(default_factory=lambda: {"eval_paths": 2})
-    train: TrainConfig = field(default_factory=_teacher_train)
-    pretrain: bool = True
-    pretrain_train: TrainConfig = field(default_factory=_pretrain)
-    warmup_epochs: int | None = None
-
-    def resolved_warmup(self) -> int:
-        """Epochs of ``train`` whose branches learn with the pretrained teacher frozen:
-        ``warmup_epochs``, else half of them (SFTN's rule for pretrained teachers); none
-        without pre-training or for a standard teacher."""
-        if not self.pretrain or self.method == "standard":
-            return 0
-        if self.warmup_epochs is not None:
-            return self.warmup_epochs
-        return self.train.epochs // 2
-
-
-@dataclass
-class SearchStage:
-    """The search stage's settings (see ``gtn-nas search``)."""
-
-    hw: tuple[str, ...] = ("host_cpu",)
-    budget_evals: int = 200
-    strategy: str = "evolution"
-    budgets: Literal["auto", "profile"] = "auto"
-    latency: Literal["auto", "table", "measure", "estimate"] = "auto"
-    score: str = "auto"          # auto (the evidence study's best: params), branch, flops, synflow, naswot
-
-
-@dataclass
-class DistillStage:
-    """The distillation stage's settings (see ``gtn-nas distill``)."""
-
-    method: str = "kd"
-    options: dict[str, Any] = field(default_factory=dict)
-    # per-method recipes for short schedules, from bench/kd_regime.py's sweep (chosen on
-    # validation; docs/BENCHMARKS.md, "Where distillation helps"); ``options`` override them
-    recipes: dict[str, dict[str, Any]] = field(default_factory=lambda: {
-        "kd": {"temperature": 1.0, "ce_weight": 0.5, "kd_weight": 0.5},
-        "dkd": {"beta": 2.0}})
-    baselines: tuple[str, ...] = ("none", "ls")
-    baseline_options: dict[str, dict[str, Any]] = field(default_factory=dict)
-    seeds: tuple[int, ...] = (0,)
-    train: TrainConfig = field(default_factory=_student_train)
-
-
-@dataclass
-class RunConfig:
-    """Every stage's settings: what ``--config FILE.yaml`` holds (``examples/configs/``)."""
-
-    data: str = "digits"
-    data_root: str | None = None
-    data_options: dict[str, Any] = field(default_factory=dict)
-    download: bool = False
-    image_size: int | None = None
-    limit: int | None = None
-    seed: int = 0
-    teacher: TeacherStage = field(default_factory=TeacherStage)
-    search: SearchStage = field(default_factory=SearchStage)
-    distill: DistillStage = field(default_factory=DistillStage)
-
-    def validate(self) -> None:
-        if not self.search.hw:
-            raise ConfigError("search.hw: name at least one hardware profile")
-        if self.search.budget_evals < 6:
-            raise ConfigError(f"search.budget_evals must be >= 6 (3 tiers), got "
-                              f"{self.search.budget_evals}")
-        self.teacher.train.validate()
-        self.teacher.pretrain_train.validate()
-        self.distill.train.validate()
-        from gtn_nas.distill.distillers import TEACHERLESS, method_options
-
-        if self.distill.method in TEACHERLESS:
-            raise ConfigError(f"distill.method {self.distill.method} is a baseline; choose a "
-                              f"distiller (kd, dkd, fitnets, at, gpd)")
-        for name in self.distill.baselines:
-            if name not in TEACHERLESS:
-                raise ConfigError(f"distill.baselines: '{name}' is not a teacherless method "
-                                  f"(choose from {', '.join(TEACHERLESS)})")
-        merged = {**self.distill.recipes.get(self.distill.method, {}), **self.distill.options}
-        for key in merged:
-            if key not in method_options(self.distill.method):
-                raise ConfigError(f"distill: method {self.distill.method} has no option "
-                                  f"'{key}' (options: "
-                                  f"{', '.join(method_options(self.distill.method))})")
-        if self.teacher.warmup_epochs and (not self.teacher.pretrain
-                                           or self.teacher.method == "standard"):
-            raise ConfigError("teacher.warmup_epochs freezes a pre-trained teacher while its "
-                              "branches learn: it needs teacher.pretrain and method sftn or gtn")
-        if self.distill.baselines and "none" not in self.distill.baselines:
-            raise ConfigError("distill.baselines must include none (training alone: the "
-                              "student every distilled one is compared with)")
-        if len(set(self.distill.baselines)) != len(self.distill.baselines):
-            raise ConfigError(f"distill.baselines repeats a method: "
-                              f"{list(self.distill.baselines)}")
-        for name, options in self.distill.baseline_options.items():
-            if name not in self.distill.baselines:
-                raise ConfigError(f"distill.baseline_options: '{name}' is not in "
-                                  f"distill.baselines")
-            for key in options:
-                if key not in method_options(name):
-                    raise ConfigError(f"distill.baseline_options.{name}: method {name} has "
-                                      f"no option '{key}' (options: "
-                                      f"{', '.join(method_options(name)) or 'none'})")
-        warmup = self.teacher.resolved_warmup()
-        if warmup < 0 or (warmup and warmup >= self.teacher.train.epochs):
-            raise ConfigError(f"teacher.warmup_epochs must be in [0, teacher.train.epochs), "
-                              f"got {warmup}")
-
-
-def load_run_config(path: str | os.PathLike | None, overrides: dict[str, Any] | None = None
-                    ) -> RunConfig:
-    """A :class:`RunConfig` from a YAML file (sections ``teacher``, ``search``, ``distill``)
-    with ``overrides`` (dotted keys such as ``"teacher.train.epochs"``) applied on top."""
-    data: dict[str, Any] = {}
-    where = "run config"
-    if path is not None:
-        loaded = read_yaml(path, "config file")
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: expected a mapping of options")
-        data = dict(loaded or {})
-        where = str(path)
-    for dotted, value in (overrides or {}).items():
-        if value is None:
-            continue
-        node = data
-        *parents, last = dotted.split(".")
-        for key in parents:
-            node = node.setdefault(key, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"{where}: {key} must be a mapping")
-        node[last] = value
-    config = from_mapping(RunConfig, data, where)
-    check_finite(config, where)
-    config.validate()
-    return config
 
 
 @dataclass

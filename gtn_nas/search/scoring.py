@@ -33,9 +33,9 @@ import torch
 
 from gtn_nas.errors import ConfigError
 from gtn_nas.teacher.recalibration import recalibrated
+from gtn_nas.teacher.train import BRANCHES_FORMAT
 from gtn_nas.space.supernet import Sample, SupernetSpace
 
-BRANCHES_FORMAT = "gtn-nas-gtn-branches/1"
 SCORES = ("branch", "params", "flops", "synflow", "naswot")
 DEFAULT_SCORE = "params"
 """The default of :func:`build_scorer` and of ``--score auto``: in the evidence study (50 random

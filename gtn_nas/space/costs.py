@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import warnings
 from dataclasses import dataclass
-from typing import Any, Mapping, Protocol
+from typing import Any, Mapping, Protocol, Sequence
 
 import torch
 from torch import nn
@@ -209,3 +209,20 @@ class ParamsCost(FlopsCost):
 
     def cost(self, sample: Mapping[str, Any]) -> float:
         return float(self.unit_costs.params(sample))
+
+
+# ----------------------------------------------------------------------------- tables
+LAYER_HEADERS = ("module", "type", "in", "out", "kernel", "stride", "params", "MFLOPs")
+
+
+def layer_table_rows(costs: Sequence[LayerCost]) -> list[list[Any]]:
+    """Rows for :data:`LAYER_HEADERS` (the supplement's columns plus params and MFLOPs)."""
+    return [[c.module, c.row.type, c.row.in_channels, c.row.out_channels, c.row.kernel,
+             c.row.stride, f"{c.params:,}", f"{c.flops / 1e6:.3f}"] for c in costs]
+
+
+def layer_table_json(costs: Sequence[LayerCost]) -> list[dict[str, Any]]:
+    """The layer table as JSON-ready dicts (FLOPs as integers)."""
+    return [{"module": c.module, "type": c.row.type, "in": c.row.in_channels,
+             "out": c.row.out_channels, "kernel": c.row.kernel, "stride": c.row.stride,
+             "params": c.params, "flops": c.flops} for c in costs]

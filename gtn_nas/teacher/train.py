@@ -31,13 +31,15 @@ from gtn_nas.engine import FitResult, TrainConfig, fit, seed_everything
 from gtn_nas.errors import ConfigError
 from gtn_nas.fileio import atomic_torch_save, atomic_write_text
 from gtn_nas.space.plugins import build_space
-from gtn_nas.search.scoring import BRANCHES_FORMAT
 from gtn_nas.teacher.zoo import build_teacher, save_teacher
 
 _log = logging.getLogger(__name__)
 
 METHODS = ("standard", "sftn", "gtn")
 
+
+BRANCHES_FORMAT = "gtn-nas-gtn-branches/1"
+"""Format of a GTN run's ``branches.pt`` (the trained branches the search scores paths with)."""
 
 @dataclass
 class TeacherRunConfig:

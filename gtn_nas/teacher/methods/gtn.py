@@ -33,11 +33,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from gtn_nas.engine import derive_seed
-from gtn_nas.distill.losses import conditioning_loss, soft_kl
+from gtn_nas.teacher.losses import conditioning_loss, soft_kl
 from gtn_nas.teacher.methods.branched import BranchedTeacherMethod
 from gtn_nas.teacher.methods.grafting import GraftedBranches
 from gtn_nas.teacher.methods.path_sampler import PathSampler, all_reduce_mean, extreme_paths
-from gtn_nas.teacher.recalibration import recalibrated
 from gtn_nas.space.supernet import Sample, SupernetSpace
 
 
@@ -204,7 +203,7 @@ class GTNMethod(BranchedTeacherMethod):
         Returns ``{loss, teacher_ce, acc, branch1_acc, .., full_acc, <name>_acc_min,
         <name>_acc_max, paths}``.
         """
-        from gtn_nas.engine import RunningMeans
+        from gtn_nas.metrics import RunningMeans
         from gtn_nas.teacher.recalibration import (load_statistics, recalibrated_statistics,
                                            statistics_of)
 

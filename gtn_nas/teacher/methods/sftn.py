@@ -16,7 +16,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from gtn_nas.distill.losses import sftn_loss
+from gtn_nas.teacher.losses import sftn_loss
 from gtn_nas.teacher.methods.branched import BranchedTeacherMethod
 from gtn_nas.teacher.methods.grafting import GraftedBranches
 from gtn_nas.space.supernet import SupernetSpace
