@@ -1,8 +1,15 @@
 """The evidence study: does a GTN teacher give better students, does a score rank them, at what
 cost, and are the latencies right? One command regenerates every table and figure:
 
-    ./dev bench                      # the study at the scale below (about 1.7 h on 2 cores)
+    ./dev bench                      # the study at the scale below (hours on 2 cores; resumable)
     ./dev bench --quick              # the same stages, reduced, in about 20 minutes
+
+The scale is the regime where distillation helps (docs/BENCHMARKS.md, "Where distillation
+helps"): teachers trained on ``--limit`` 10,000 labelled Fashion-MNIST images at 16x16 for 15
+epochs, students on ``--labelled`` 1,000 for 30 epochs with the regime's recipes (KD at T 1,
+0.5 CE + 0.5 KD; DKD at beta 2 with its 1/12 warm-up), beside training alone (``baseline``) and
+label smoothing (``ls``), on seeds 1-5. ``--quick`` keeps its numbers above chance (teachers of
+3 epochs on 2,000 images, students of 8 on 500).
     ./dev bench --out DIR --workers 2 --seeds 0,1,2 --limit 3000 ...   (see --help)
 
 Stages (each result is written when done; a re-run skips what is finished, so a killed study
@@ -13,8 +20,9 @@ resumes where it stopped):
 2. ``teachers``: standard, SFTN (one per student), GTN (one per ``--samplers``), each trained
    with the same recipe on the same data.
 3. ``distill``: every (teacher, method in KD/DKD, student, seed), plus each student without a
-   teacher (the baseline); the proxy study's ``--proxy-students`` random students distilled
-   from the GTN teacher (KD, seed 0). Seed by seed (the proxy study after the first), so a
+   teacher (``baseline``) and with label smoothing (``ls``); the proxy study's
+   ``--proxy-students`` random students distilled (KD) from the standard teacher, seed 0, the
+   first ten also on seed 1 (seed noise beside the pool's spread). Seed by seed (the proxy study after the first), so a
    study stopped early holds complete comparisons. Students validate (best epoch) on a
    ``--student-val-fraction`` split; every accuracy reported is on the official test set.
 4. ``proxy``: the scores of the proxy students before training (branch scores with and without
@@ -54,7 +62,12 @@ from evidence_tables import write_report  # noqa: E402
 SPACE = "resnet_supernet"
 WIDTH = 0.25
 DATA = "fashion-mnist"
-DKD_OPTIONS = {"warmup_epochs": 1}  # the paper's 20-epoch warm-up scaled to a short recipe
+RECIPES = {  # the regime's recipes (docs/BENCHMARKS.md, "Where distillation helps")
+    "kd": {"temperature": 1.0, "ce_weight": 0.5, "kd_weight": 0.5},
+    "dkd": {"beta": 2.0},  # warm-up: the distiller's default, 1/12 of the epochs
+}
+BASELINES = {"baseline": "none", "ls": "ls"}  # teacherless arms: folder -> method
+PROXY_NOISE_STUDENTS = 10  # proxy students trained with a second seed (seed noise)
 PROXY_IMAGES = 1000  # validation images each branch score reads (the search's default: all)
 GTN_EVAL_PATHS = 2  # branch accuracies logged per epoch (diagnostics only; 8 costs ~4x the epoch)
 
@@ -63,13 +76,14 @@ GTN_EVAL_PATHS = 2  # branch accuracies logged per epoch (diagnostics only; 8 co
 class Scale:
     """What the study runs; printed beside every table."""
 
-    limit: int = 3000
+    limit: int = 10000  # labelled images every teacher trains on
+    labelled: int = 1000  # labelled images every student trains on (the regime)
     image_size: int = 16
     teacher: str = "resnet32"
-    teacher_epochs: int = 8
-    student_epochs: int = 2
+    teacher_epochs: int = 15
+    student_epochs: int = 30
     student_val_fraction: float = 0.02  # students validate on 1,200 images, not 6,000
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] = (1, 2, 3, 4, 5)
     random_students: int = 3
     proxy_students: int = 50
     search_evals: int = 200
@@ -77,15 +91,17 @@ class Scale:
     latency_students: int = 100
     samplers: tuple[str, ...] = ("uniform", "learned")
     methods: tuple[str, ...] = ("kd", "dkd")
+    baselines: tuple[str, ...] = ("baseline", "ls")
     batch_size: int = 64
 
 
 THREADS_PER_WORKER = 1
 """Torch threads of each study worker (workers x threads never exceeds the usable cores)."""
 
-QUICK = Scale(limit=400, teacher_epochs=1, student_epochs=1, seeds=(0, 1), random_students=1,
-              proxy_students=6, search_evals=12, search_time_candidates=60,
+QUICK = Scale(limit=2000, labelled=500, teacher_epochs=3, student_epochs=8, seeds=(1, 2),
+              random_students=1, proxy_students=6, search_evals=12, search_time_candidates=60,
               latency_students=10)
+"""Minutes, and above chance: teachers of 3 epochs on 2,000 images, students of 8 on 500."""
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -218,17 +234,21 @@ def distill_tasks(out: Path, scale: Scale) -> list[dict[str, Any]]:
             runs.append((teacher, method, students))
         for student in students:
             runs.append((f"sftn-{Path(student).stem}", method, [student]))
-    runs.append(("baseline", "none", students))
+    for folder in scale.baselines:
+        runs.append((folder, BASELINES[folder], students))
     tasks = []
     for teacher, method, members in runs:
         tasks.extend(_shards(out / "distill" / teacher / method, teacher, method, members,
                              scale.seeds, out, scale))
     proxy = [str(f) for f in sorted((out / "proxy" / "students").glob("*.yaml"))]
-    proxy_tasks = _shards(out / "proxy" / "distill", f"gtn-{scale.samplers[0]}", "kd", proxy,
-                          (0,), out, scale)
+    # The proxy students learn with the regime's recipe (KD from the standard teacher); the
+    # first PROXY_NOISE_STUDENTS also with a second seed, to set seed noise beside the spread.
+    proxy_tasks = _shards(out / "proxy" / "distill", "standard", "kd", proxy, (0,), out, scale)
+    proxy_tasks += _shards(out / "proxy" / "distill", "standard", "kd",
+                           proxy[:PROXY_NOISE_STUDENTS], (1,), out, scale)
     # A study stopped early holds complete comparisons: seed by seed, KD before DKD, the
     # proxy study after the first seed.
-    order = {m: i for i, m in enumerate(("none", *scale.methods))}
+    order = {m: i for i, m in enumerate(("none", "ls", *scale.methods))}
     tasks.sort(key=lambda t: (t["seed"], order.get(t["config"]["method"], 9)))
     first = [t for t in tasks if t["seed"] == scale.seeds[0]]
     return first + proxy_tasks + tasks[len(first):]
@@ -236,10 +256,11 @@ def distill_tasks(out: Path, scale: Scale) -> list[dict[str, Any]]:
 
 def _shards(folder: Path, teacher: str, method: str, students: list[str], seeds, out: Path,
             scale: Scale) -> list[dict[str, Any]]:
-    teacher_path = None if method == "none" else str(out / "teachers" / teacher / "teacher.pt")
+    teacher_path = None if method in BASELINES.values() else str(
+        out / "teachers" / teacher / "teacher.pt")
     config = {"teacher": teacher_path, "students": list(students), "method": method,
-              "method_options": DKD_OPTIONS if method == "dkd" else {}, "data": DATA,
-              "image_size": scale.image_size, "limit": scale.limit, "space": SPACE,
+              "method_options": dict(RECIPES.get(method, {})), "data": DATA,
+              "image_size": scale.image_size, "limit": scale.labelled, "space": SPACE,
               "width_mult": WIDTH, "seeds": list(seeds), "export": False,
               "data_options": {"val_fraction": scale.student_val_fraction}}
     jobs = [(Path(s).stem, seed) for s in students for seed in seeds]

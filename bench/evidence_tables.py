@@ -92,7 +92,23 @@ def teacher_order(rows: list[dict[str, Any]]) -> list[str]:
     kinds = {r["teacher"] for r in rows}
     first = ["standard", "sftn"]
     gtn = sorted(k for k in kinds if k.startswith("gtn-"))
-    return [k for k in first if k in kinds] + gtn + (["baseline"] if "baseline" in kinds else [])
+    return [k for k in first if k in kinds] + gtn + [k for k in TEACHERLESS if k in kinds]
+
+
+TEACHERLESS = {"baseline": "none", "ls": "ls"}
+"""Teacherless arms (folder -> method): training alone and label smoothing."""
+
+
+def _arm(teacher: str, method: str) -> str:
+    return TEACHERLESS.get(teacher, method)
+
+
+def power_line(diffs: Sequence[float]) -> str:
+    """The smallest true difference a paired study of these pairs detects 80% of the time at
+    the 5% level (2.8 x paired sd / sqrt(n))."""
+    if len(diffs) < 2:
+        return "-"
+    return f"{2.8 * float(np.std(diffs, ddof=1)) / np.sqrt(len(diffs)):.2f}"
 
 
 def study_tables(rows: list[dict[str, Any]], methods: Sequence[str]) -> tuple[list[str], dict]:
@@ -103,20 +119,20 @@ def study_tables(rows: list[dict[str, Any]], methods: Sequence[str]) -> tuple[li
     students = sorted({r["student"] for r in rows}, key=lambda s: (len(s) > 1, s))
     by = defaultdict(dict)
     for r in rows:
-        method = "none" if r["teacher"] == "baseline" else r["method"]
-        by[(r["teacher"], method, r["student"])][r["seed"]] = r["test_acc"]
+        by[(r["teacher"], _arm(r["teacher"], r["method"]), r["student"])][r["seed"]] = \
+            r["test_acc"]
     for method in methods:
-        columns = [t for t in teachers if t != "baseline"] + (
-            ["baseline"] if "baseline" in teachers else [])
+        columns = teachers
         lines += [f"**{method.upper()}**: student test top-1 % (mean ± std over seeds); "
-                  f"`baseline` is the student trained without a teacher.", "",
+                  f"`baseline` is the student trained without a teacher, `ls` with label "
+                  f"smoothing (no teacher).", "",
                   "| student | " + " | ".join(columns) + " |",
                   "|---|" + "---|" * len(columns)]
         pool = {t: [] for t in columns}
         for student in students:
             cells = []
             for teacher in columns:
-                key = (teacher, "none" if teacher == "baseline" else method, student)
+                key = (teacher, _arm(teacher, method), student)
                 values = list(by.get(key, {}).values())
                 if values:
                     cells.append(fmt_ms(np.mean(values), np.std(values)))
@@ -131,19 +147,21 @@ def study_tables(rows: list[dict[str, Any]], methods: Sequence[str]) -> tuple[li
 
         lines += [f"Paired differences ({method.upper()}), in points of top-1, over the "
                   f"(student, seed) pairs both have; 95% bootstrap interval:", "",
-                  "| comparison | pairs | mean difference [95% CI] | pairs won |",
-                  "|---|---|---|---|"]
+                  "| comparison | pairs | mean difference [95% CI] | pairs won | detectable "
+                  "(80% power) |", "|---|---|---|---|---|"]
         comparisons = [(t, "standard") for t in columns if t != "standard"]
         comparisons += [(t, "sftn") for t in columns if t.startswith("gtn-") and "sftn" in columns]
         samplers = [t for t in columns if t.startswith("gtn-")]
         comparisons += [(a, b) for i, a in enumerate(samplers) for b in samplers[i + 1:]]
-        comparisons += [(t, "baseline") for t in columns
-                        if t not in ("baseline",) and "baseline" in columns]
+        comparisons += [(t, base) for base in TEACHERLESS if base in columns
+                        for t in columns if t not in TEACHERLESS]
+        if all(base in columns for base in TEACHERLESS):
+            comparisons.append(("ls", "baseline"))
         for a, b in comparisons:
             diffs = []
             for student in students:
-                ka = (a, "none" if a == "baseline" else method, student)
-                kb = (b, "none" if b == "baseline" else method, student)
+                ka = (a, _arm(a, method), student)
+                kb = (b, _arm(b, method), student)
                 for seed, value in by.get(ka, {}).items():
                     if seed in by.get(kb, {}):
                         diffs.append((value - by[kb][seed]) * 100)
@@ -152,10 +170,11 @@ def study_tables(rows: list[dict[str, Any]], methods: Sequence[str]) -> tuple[li
             low, high = bootstrap_ci(diffs)
             won = sum(d > 0 for d in diffs)
             lines.append(f"| {a} - {b} | {len(diffs)} | {np.mean(diffs):+.2f} "
-                         f"[{low:+.2f}, {high:+.2f}] | {won}/{len(diffs)} |")
+                         f"[{low:+.2f}, {high:+.2f}] | {won}/{len(diffs)} | "
+                         f"{power_line(diffs)} |")
             summary["deltas"].setdefault(method, {})[f"{a} - {b}"] = {
                 "pairs": len(diffs), "mean": float(np.mean(diffs)), "ci": [low, high],
-                "won": won}
+                "won": won, "detectable": power_line(diffs)}
         lines.append("")
     return lines, summary
 
@@ -164,20 +183,26 @@ def proxy_table(out: Path) -> tuple[list[str], dict]:
     from scipy import stats
 
     scores = _read(out / "proxy" / "scores.json")
-    results = {}
+    by_seed: dict[str, dict[int, float]] = defaultdict(dict)
     for path in (out / "proxy" / "distill").glob("*/seed*/result.json"):
         data = _read(path)
         if data:
-            results[data["student"]] = data["test_acc"]
+            by_seed[data["student"]][data.get("seed", 0)] = data["test_acc"]
+    results = {student: seeds[min(seeds)] for student, seeds in by_seed.items()}  # first seed
     if not scores or len(results) < 4:
         return ["(proxy study not finished)", ""], {}
     rows = [r for r in scores["rows"] if r["student"] in results]
     acc = np.array([results[r["student"]] for r in rows])
     names = [k for k in rows[0] if k != "student"]
-    lines = [f"{len(rows)} random students, each distilled (KD) from the GTN teacher with the "
-             f"study's student recipe; test top-1 min / median / max "
+    repeated = [sorted(seeds.values()) for seeds in by_seed.values() if len(seeds) >= 2]
+    noise = (f" Seed noise: {len(repeated)} students trained twice differ by "
+             f"{np.mean([abs(v[-1] - v[0]) for v in repeated]) * 100:.2f} points on average, "
+             f"against a pool spread (std) of {acc.std() * 100:.2f} points."
+             if repeated else "")
+    lines = [f"{len(rows)} random students, each distilled (KD) from the standard teacher with "
+             f"the study's student recipe; test top-1 min / median / max "
              f"{acc.min() * 100:.1f} / {np.median(acc) * 100:.1f} / {acc.max() * 100:.1f} %. "
-             f"Scores computed before training.", "",
+             f"Scores computed before training.{noise}", "",
              "| score | Spearman [95% CI] | Kendall τ [95% CI] |", "|---|---|---|"]
     summary = {}
     for name in names:

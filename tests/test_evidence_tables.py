@@ -22,10 +22,11 @@ SCALE = {"limit": 300, "image_size": 16, "teacher": "resnet32", "teacher_epochs"
 
 
 def accuracy(teacher: str, student: str, seed: int) -> float:
-    """Planted: GTN = standard + 2 points on every pair, SFTN = standard - 1, baseline + 0.5;
-    the seed moves every teacher alike (so the paired differences are exact)."""
+    """Planted: GTN = standard + 2 points on every pair, SFTN = standard - 1, baseline + 0.5,
+    label smoothing + 0.8; the seed moves every teacher alike (exact paired differences)."""
     base = 0.70 + 0.01 * STUDENTS.index(student) + 0.003 * seed
-    return base + {"standard": 0.0, "gtn-uniform": 0.02, "sftn": -0.01, "baseline": 0.005}[teacher]
+    return base + {"standard": 0.0, "gtn-uniform": 0.02, "sftn": -0.01, "baseline": 0.005,
+                   "ls": 0.008}[teacher]
 
 
 def write_result(out: Path, teacher_dir: str, method: str, student: str, seed: int,
@@ -48,13 +49,14 @@ def study(tmp_path):
                          accuracy("sftn", student, seed))
             write_result(tmp_path, "baseline", "none", student, seed,
                          accuracy("baseline", student, seed))
+            write_result(tmp_path, "ls", "ls", student, seed, accuracy("ls", student, seed))
     return tmp_path
 
 
 def test_paired_differences_recover_the_planted_effects(study):
     rows = tables.distill_results(study)
-    assert len(rows) == 4 * len(STUDENTS) * len(SEEDS)
-    assert {r["teacher"] for r in rows} == {"standard", "gtn-uniform", "sftn", "baseline"}
+    assert len(rows) == 5 * len(STUDENTS) * len(SEEDS)
+    assert {r["teacher"] for r in rows} == {"standard", "gtn-uniform", "sftn", "baseline", "ls"}
     lines, summary = tables.study_tables(rows, ["kd"])
     deltas = summary["deltas"]["kd"]
     pairs = len(STUDENTS) * len(SEEDS)
@@ -65,6 +67,9 @@ def test_paired_differences_recover_the_planted_effects(study):
     assert deltas["sftn - standard"]["won"] == 0
     assert deltas["gtn-uniform - sftn"]["mean"] == pytest.approx(3.0)
     assert deltas["gtn-uniform - baseline"]["mean"] == pytest.approx(1.5)
+    assert deltas["gtn-uniform - ls"]["mean"] == pytest.approx(1.2)
+    assert deltas["ls - baseline"]["mean"] == pytest.approx(0.3)
+    assert deltas["gtn-uniform - standard"]["detectable"] == "0.00"  # exact pairs: no noise
     pool = summary["pool"]["kd"]
     expected = np.mean([accuracy("standard", s, seed) for s in STUDENTS for seed in SEEDS])
     assert pool["standard"] == pytest.approx(expected)
@@ -92,8 +97,13 @@ def test_proxy_ranking_finds_the_score_planted_to_rank(tmp_path):
                      "noise": float(rng.normal()), "reverse": float(-a)})
         folder = tmp_path / "proxy" / "distill" / f"p{i:02d}" / "seed0"
         folder.mkdir(parents=True)
-        (folder / "result.json").write_text(json.dumps({"student": f"p{i:02d}",
+        (folder / "result.json").write_text(json.dumps({"student": f"p{i:02d}", "seed": 0,
                                                         "test_acc": float(a)}))
+        if i < 4:  # a second seed, 1 point lower: the seed noise line
+            again = folder.parent / "seed1"
+            again.mkdir()
+            (again / "result.json").write_text(json.dumps({"student": f"p{i:02d}", "seed": 1,
+                                                           "test_acc": float(a) - 0.01}))
     (tmp_path / "proxy" / "scores.json").write_text(json.dumps({"rows": rows}))
     lines, summary = tables.proxy_table(tmp_path)
     assert summary["best"] == "params" and summary["students"] == 12
@@ -101,6 +111,7 @@ def test_proxy_ranking_finds_the_score_planted_to_rank(tmp_path):
     assert summary["scores"]["reverse"]["kendall"] == pytest.approx(-1.0)
     assert abs(summary["scores"]["noise"]["spearman"]) < 0.7
     assert (tmp_path / "proxy_scatter.png").stat().st_size > 1000
+    assert any("4 students trained twice differ by 1.00 points" in line for line in lines)
 
 
 def test_report_is_written_from_partial_results(study):
