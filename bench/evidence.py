@@ -392,7 +392,7 @@ def proxy_stage(out: Path, scale: Scale) -> None:
         return
     torch.set_num_threads(2)
     say("proxy scores: branch (per sampler, recalibrated and shared BN), params, FLOPs, "
-        "SynFlow, NASWOT")
+        "SynFlow, NASWOT, short training")
     splits = load_dataset(DATA, image_size=scale.image_size, limit=scale.limit, seed=0,
                           augment=False)
     space = build_space(SPACE, num_classes=splits.num_classes, in_channels=splits.in_channels,
@@ -414,6 +414,12 @@ def proxy_stage(out: Path, scale: Scale) -> None:
                 scorers[name] = scorer
     for kind in ("params", "flops", "synflow", "naswot"):
         scorers[kind] = build_scorer(kind, space, data=splits, seed=0)
+    # one epoch of the students' own labelled images (16 steps of 64), scored on 1,024
+    # validation images: the short-training score
+    student_data = load_dataset(DATA, image_size=scale.image_size, limit=scale.labelled,
+                                seed=0)
+    scorers["short"] = build_scorer("short", space, data=student_data, seed=0,
+                                    short_steps=max(1, scale.labelled // 64))
     rows = []
     for file in sorted((out / "proxy" / "students").glob("*.yaml")):
         sample = load_sample_file(file, space)

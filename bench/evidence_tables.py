@@ -189,11 +189,24 @@ def proxy_table(out: Path) -> tuple[list[str], dict]:
         if data:
             by_seed[data["student"]][data.get("seed", 0)] = data["test_acc"]
     results = {student: seeds[min(seeds)] for student, seeds in by_seed.items()}  # first seed
+    mflops = {}
+    for path in (out / "proxy" / "distill").glob("*/seed*/result.json"):
+        data = _read(path)
+        if data and "mflops" in data:
+            mflops[data["student"]] = data["mflops"]
     if not scores or len(results) < 4:
         return ["(proxy study not finished)", ""], {}
-    rows = [r for r in scores["rows"] if r["student"] in results]
+    rows = [dict(r) for r in scores["rows"] if r["student"] in results]
     acc = np.array([results[r["student"]] for r in rows])
     names = [k for k in rows[0] if k != "student"]
+    single = list(names)
+    combined = combined_scores(rows, single)
+    if combined and len(rows) > len(single) + 2:
+        combined["regression (LOO)"] = loo_regression(rows, single, acc)
+    for name, values in combined.items():
+        for row, value in zip(rows, values):
+            row[name] = float(value)
+        names.append(name)
     repeated = [sorted(seeds.values()) for seeds in by_seed.values() if len(seeds) >= 2]
     noise = (f" Seed noise: {len(repeated)} students trained twice differ by "
              f"{np.mean([abs(v[-1] - v[0]) for v in repeated]) * 100:.2f} points on average, "
@@ -215,6 +228,20 @@ def proxy_table(out: Path) -> tuple[list[str], dict]:
                          "kendall_ci": tau_ci}
         lines.append(f"| {name} | {rho:+.2f} [{rho_ci[0]:+.2f}, {rho_ci[1]:+.2f}] | "
                      f"{tau:+.2f} [{tau_ci[0]:+.2f}, {tau_ci[1]:+.2f}] |")
+    if len(mflops) == len(rows):
+        costs = np.array([mflops[r["student"]] for r in rows])
+        lines += ["", "What a search needs: within each tier's budget (MFLOPs at the pool's 25th, "
+                  "50th and 90th percentiles, as `gtn-nas run`'s auto budgets), is the score's "
+                  "top pick among the truly best 10% of the students under the budget? Hits "
+                  "over the 3 tiers, and the hit rate over 1,000 bootstrap resamples of the pool:",
+                  "", "| score | hits (s, m, l) | bootstrap hit rate |", "|---|---|---|"]
+        for name in names:
+            values = np.array([r[name] for r in rows])
+            hits = top_pick_hits(values, acc, costs)
+            rate = top_pick_rate(values, acc, costs)
+            summary[name].update(hits=hits, hit_rate=rate)
+            lines.append(f"| {name} | {sum(hits)}/3 ({', '.join('yes' if h else 'no' for h in hits)}) "
+                         f"| {rate:.2f} |")
     best = max(summary, key=lambda n: summary[n]["spearman"]
                if np.isfinite(summary[n]["spearman"]) else -9)
     lines += ["", f"Best ranking score here: **{best}** (Spearman {summary[best]['spearman']:+.2f})."
@@ -222,6 +249,70 @@ def proxy_table(out: Path) -> tuple[list[str], dict]:
               ""]
     _proxy_figure(out, rows, acc, names, summary)
     return lines, {"scores": summary, "best": best, "students": len(rows)}
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    from scipy import stats
+
+    return stats.rankdata(values)
+
+
+def combined_scores(rows: Sequence[dict[str, Any]], names: Sequence[str]) -> dict[str, np.ndarray]:
+    """Scores combined from the single ones (NAS-Bench-Suite-Zero: combinations beat single
+    proxies): ``rank average`` (the mean of the students' ranks under every finite score) and
+    ``regression (LOO)`` (a least-squares fit of the accuracy on the z-scored scores, each
+    student predicted by the fit on the others; it needs the accuracies, so it is an upper
+    estimate of what a search could do with a fitted combination). Returned per score name."""
+    columns = []
+    for name in names:
+        values = np.array([r[name] for r in rows], dtype=float)
+        if np.all(np.isfinite(values)) and np.ptp(values) > 0:
+            columns.append(values)
+    if len(columns) < 2:
+        return {}
+    ranks = np.mean([_ranks(c) for c in columns], axis=0)
+    return {"rank average": ranks}
+
+
+def loo_regression(rows: Sequence[dict[str, Any]], names: Sequence[str],
+                   acc: np.ndarray) -> np.ndarray:
+    """Leave-one-out predictions of ``acc`` from the z-scored finite scores (with intercept)."""
+    columns = [np.array([r[n] for r in rows], dtype=float) for n in names]
+    columns = [c for c in columns if np.all(np.isfinite(c)) and np.ptp(c) > 0]
+    z = np.stack([(c - c.mean()) / c.std() for c in columns], axis=1)
+    design = np.hstack([np.ones((len(acc), 1)), z])
+    predictions = np.empty(len(acc))
+    for i in range(len(acc)):
+        keep = np.arange(len(acc)) != i
+        coef, *_ = np.linalg.lstsq(design[keep], acc[keep], rcond=None)
+        predictions[i] = design[i] @ coef
+    return predictions
+
+
+TIER_PERCENTILES = (25, 50, 90)
+
+
+def top_pick_hits(score: np.ndarray, acc: np.ndarray, mflops: np.ndarray,
+                  top: float = 0.10) -> list[bool]:
+    """Per tier budget (MFLOPs percentiles of the pool): is the highest-scoring student under
+    the budget among the ``top`` fraction (at least one) of those students by accuracy?"""
+    hits = []
+    for percentile in TIER_PERCENTILES:
+        under = np.flatnonzero(mflops <= np.percentile(mflops, percentile))
+        best = under[np.argsort(-acc[under], kind="stable")][:max(1, int(np.ceil(top * len(under))))]
+        hits.append(bool(under[np.argmax(score[under])] in set(best.tolist())))
+    return hits
+
+
+def top_pick_rate(score: np.ndarray, acc: np.ndarray, mflops: np.ndarray, rounds: int = 1000,
+                  seed: int = 0) -> float:
+    """The mean of :func:`top_pick_hits` over bootstrap resamples of the students."""
+    rng = np.random.default_rng(seed)
+    total = 0.0
+    for _ in range(rounds):
+        pick = rng.integers(0, len(acc), len(acc))
+        total += np.mean(top_pick_hits(score[pick], acc[pick], mflops[pick]))
+    return total / rounds
 
 
 def _proxy_figure(out: Path, rows, acc, names, summary) -> None:

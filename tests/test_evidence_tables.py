@@ -147,3 +147,27 @@ def test_study_workers_never_oversubscribe_the_cores(capsys):
     assert len(lines) == 3 and "exceed the 2 usable cores: running 2 worker(s)" in lines[0]
     with pytest.raises(SystemExit, match="--workers must be >= 1"):
         evidence.plan_workers(0, cores=2)
+
+
+def test_combined_scores_and_the_top_pick_check_on_planted_pools():
+    """Planted: two scores each carry half of the accuracy (plus noise the other cancels), so
+    their rank average and the LOO regression rank better than either; a score equal to the
+    accuracy always picks a truly best student, its reverse never does."""
+    from scipy import stats
+
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=60), rng.normal(size=60)
+    acc = a + b
+    rows = [{"student": f"p{i}", "a": float(a[i]) + 0.3 * float(rng.normal()),
+             "b": float(b[i]) + 0.3 * float(rng.normal())} for i in range(60)]
+    combined = tables.combined_scores(rows, ["a", "b"])
+    loo = tables.loo_regression(rows, ["a", "b"], acc)
+    single = max(stats.spearmanr([r["a"] for r in rows], acc)[0],
+                 stats.spearmanr([r["b"] for r in rows], acc)[0])
+    assert stats.spearmanr(combined["rank average"], acc)[0] > single
+    assert stats.spearmanr(loo, acc)[0] > single
+    mflops = rng.uniform(1, 10, 60)
+    assert tables.top_pick_hits(acc, acc, mflops) == [True, True, True]
+    assert tables.top_pick_hits(-acc, acc, mflops) == [False, False, False]
+    assert tables.top_pick_rate(acc, acc, mflops, rounds=50) == 1.0
+    assert tables.top_pick_rate(-acc, acc, mflops, rounds=50) == 0.0

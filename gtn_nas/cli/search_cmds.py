@@ -178,12 +178,14 @@ def register(commands) -> None:
     search.add_argument("--teacher", help="teacher.pt of a GTN run: its space and data (and "
                                           "its branches for --score branch)")
     search.add_argument("--score", default="auto",
-                        choices=("auto", "branch", "params", "flops", "synflow", "naswot"),
+                        choices=("auto", "branch", "params", "flops", "synflow", "naswot",
+                                 "short"),
                         help="how candidates are ranked; auto (default): params, the best "
-                             "ranking score of the evidence study; naswot uses training images "
-                             "(the teacher run's, or --data); branch: the GTN teacher's branch "
-                             "accuracy, replaced by params when at chance")
-    search.add_argument("--data", help="dataset whose training images feed naswot "
+                             "ranking score of the evidence study; naswot and short (validation "
+                             "accuracy after 16 SGD steps) use the teacher run's images, or "
+                             "--data; branch: the GTN teacher's branch accuracy, replaced by "
+                             "params when at chance")
+    search.add_argument("--data", help="dataset whose images feed naswot and short "
                                        "(without --teacher)")
     search.add_argument("--data-root", help="dataset folder")
     search.add_argument("--strategy", default="evolution", help="evolution (default) or random")

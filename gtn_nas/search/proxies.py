@@ -9,8 +9,12 @@
   i and j agree (``N_A - Hamming``); the score is ``log |det K|``, averaged over batches. The
   network runs in training mode (batch statistics), as in the paper's code.
 
+- :class:`ShortTrainingScore` (not zero-cost): the student's validation accuracy after a few
+  SGD steps from a seeded initialisation (a fraction of an epoch or one), the cheap end of the
+  learning-curve estimators.
+
 The scorer classes (:class:`ParamsScore`, :class:`FlopsScore`, :class:`SynflowScore`,
-:class:`NaswotScore`) follow :mod:`gtn_nas.search.scoring`'s Scorer contract; SynFlow and NASWOT run on
+:class:`NaswotScore`, :class:`ShortTrainingScore`) follow :mod:`gtn_nas.search.scoring`'s Scorer contract; SynFlow and NASWOT run on
 the sampled student at a seeded fresh initialisation (``space.freeze(sample, seed=seed)``).
 
 Example:
@@ -29,6 +33,7 @@ import torch
 from torch import nn
 
 from gtn_nas.space.supernet import SupernetSpace
+from gtn_nas.teacher.recalibration import recalibrated
 
 
 def synflow(model: nn.Module, input_shape: Sequence[int]) -> float:
@@ -169,3 +174,52 @@ class NaswotScore(_ProxyScore):
 
     def compute(self, sample: Mapping[str, Any]) -> float:
         return naswot(self.space.freeze(sample, seed=self.seed), self.batches)
+
+
+class ShortTrainingScore(_ProxyScore):
+    """Validation accuracy of the student after ``len(batches)`` SGD steps from a seeded
+    initialisation (lr 0.05, momentum 0.9, weight decay 5e-4: the student recipe's optimiser),
+    its BatchNorm statistics recomputed on the same batches before it is scored.
+
+    Args:
+        space: The space.
+        batches: Labelled training batches ``(x, y)``, one step each, in order.
+        val: Labelled validation batches ``(x, y)`` scored after training.
+        seed: Seeds the initialisation (and nothing else: the batches are given).
+    """
+
+    kind = "short"
+
+    def __init__(self, space: SupernetSpace, batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
+                 val: Sequence[tuple[torch.Tensor, torch.Tensor]], seed: int = 0,
+                 lr: float = 0.05) -> None:
+        super().__init__(space)
+        if not val:
+            raise ValueError("the short-training score needs validation images")
+        self.batches, self.val, self.seed, self.lr = list(batches), list(val), seed, lr
+        images = sum(len(y) for _, y in self.val)
+        self.description = (f"validation top-1 on {images} images after {len(self.batches)} "
+                            f"SGD steps of {len(self.batches[0][1]) if self.batches else 0} "
+                            f"training images from a seeded init (seed {seed})")
+
+    def compute(self, sample: Mapping[str, Any]) -> float:
+        import torch.nn.functional as F
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            student = self.space.freeze(sample, seed=self.seed).train()
+            optimizer = torch.optim.SGD(student.parameters(), lr=self.lr, momentum=0.9,
+                                        weight_decay=5e-4)
+            for x, y in self.batches:
+                optimizer.zero_grad(set_to_none=True)
+                F.cross_entropy(student(x), y).backward()
+                optimizer.step()
+            # BN running statistics after a few steps are mostly their initial values: score
+            # with statistics recomputed on the training batches (as per-path recalibration)
+            correct = total = 0
+            with recalibrated(student, lambda: [student(x) for x, _ in self.batches]), \
+                    torch.no_grad():
+                for x, y in self.val:
+                    correct += int((student(x).argmax(1) == y).sum())
+                    total += len(y)
+        return correct / total

@@ -36,7 +36,7 @@ from gtn_nas.teacher.recalibration import recalibrated
 from gtn_nas.teacher.train import BRANCHES_FORMAT
 from gtn_nas.space.supernet import Sample, SupernetSpace
 
-SCORES = ("branch", "params", "flops", "synflow", "naswot")
+SCORES = ("branch", "params", "flops", "synflow", "naswot", "short")
 DEFAULT_SCORE = "params"
 """The default of :func:`build_scorer` and of ``--score auto``: in the evidence study (50 random
 students distilled from the GTN teacher on Fashion-MNIST) the parameter count ranked test
@@ -294,7 +294,9 @@ def training_batches(data, batches: int, batch_size: int = 64, seed: int = 0
     else:
         dataset = getattr(data, "train", data)
         order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
-        images = torch.stack([dataset[int(i)][0] for i in order[:batches * batch_size]])
+        with torch.random.fork_rng(devices=[]):  # a training split's augmentation: seeded
+            torch.default_generator.manual_seed(seed)
+            images = torch.stack([dataset[int(i)][0] for i in order[:batches * batch_size]])
     return [images[i:i + batch_size] for i in range(0, min(len(images), batches * batch_size),
                                                     batch_size)]
 
@@ -302,8 +304,10 @@ def training_batches(data, batches: int, batch_size: int = 64, seed: int = 0
 def build_scorer(kind: str = DEFAULT_SCORE, space: SupernetSpace | None = None, *,
                  teacher_path=None, space_override: str | None = None, data=None,
                  recalibration_batches: int = 4, images: int | None = None,
-                 naswot_batches: int = 2, batch_size: int = 64, seed: int = 0) -> Scorer:
-    """The scorer of ``kind`` (``branch``, ``params``, ``flops``, ``synflow``, ``naswot``).
+                 naswot_batches: int = 2, batch_size: int = 64, seed: int = 0,
+                 short_steps: int = 16, short_val_images: int = 1024) -> Scorer:
+    """The scorer of ``kind`` (``branch``, ``params``, ``flops``, ``synflow``, ``naswot``,
+    ``short``).
 
     Args:
         kind: The score.
@@ -316,12 +320,16 @@ def build_scorer(kind: str = DEFAULT_SCORE, space: SupernetSpace | None = None, 
         images: ``branch``: at most this many validation images (None: all).
         naswot_batches: ``naswot``: batches of ``batch_size`` training images.
         batch_size: Batch size of NASWOT's and recalibration batches.
-        seed: Seeds initialisations (synflow, naswot) and the choice of training images.
+        seed: Seeds initialisations (synflow, naswot, short) and the choice of training
+            images.
+        short_steps: ``short``: SGD steps of ``batch_size`` labelled training images.
+        short_val_images: ``short``: validation images scored after them.
 
     Raises:
         ConfigError: an unknown kind, or what the kind needs is missing.
     """
-    from gtn_nas.search.proxies import FlopsScore, NaswotScore, ParamsScore, SynflowScore
+    from gtn_nas.search.proxies import (FlopsScore, NaswotScore, ParamsScore,
+                                        ShortTrainingScore, SynflowScore)
 
     if kind not in SCORES:
         raise ConfigError(f"unknown score '{kind}'; scores: {', '.join(SCORES)}")
@@ -345,8 +353,30 @@ def build_scorer(kind: str = DEFAULT_SCORE, space: SupernetSpace | None = None, 
     if kind == "synflow":
         return SynflowScore(space, seed=seed)
     if data is None:
-        raise ConfigError("the naswot score needs training images (data)")
+        raise ConfigError(f"the {kind} score needs training images (data)")
+    if kind == "short":
+        if not hasattr(data, "train") or not hasattr(data, "val"):
+            raise ConfigError("the short score needs a dataset's train and validation splits")
+        return ShortTrainingScore(
+            space, labelled_batches(data.train, short_steps, batch_size, seed),
+            labelled_batches(data.val, -(-short_val_images // batch_size), batch_size, None),
+            seed=seed)
     return NaswotScore(space, training_batches(data, naswot_batches, batch_size, seed), seed=seed)
+
+
+def labelled_batches(dataset, batches: int, batch_size: int = 64, seed: int | None = 0
+                     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``batches`` batches ``(x, y)`` of ``dataset``: a seeded random order, or the first
+    items in order when ``seed`` is None (validation)."""
+    count = min(len(dataset), batches * batch_size)
+    order = (torch.arange(count) if seed is None else
+             torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:count])
+    with torch.random.fork_rng(devices=[]):  # a training split's augmentation: seeded
+        torch.default_generator.manual_seed(0 if seed is None else seed)
+        items = [dataset[int(i)] for i in order]
+    return [(torch.stack([x for x, _ in items[i:i + batch_size]]),
+             torch.as_tensor([y for _, y in items[i:i + batch_size]]))
+            for i in range(0, count, batch_size)]
 
 
 def probe_samples(space: SupernetSpace, count: int = 16, seed: int = 0) -> list[Sample]:
