@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import pickle
@@ -25,10 +26,20 @@ import torch
 from gtn_nas.errors import ConfigError
 
 
+_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+class DiskFullError(ConfigError):
+    """A write failed for lack of space (``ENOSPC``) or quota (``EDQUOT``): the previous
+    complete file is kept, no temporary is left, and ``--resume`` continues once space is
+    back."""
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Writes ``data`` to ``path`` atomically (creating its folder); returns the path.
 
     Raises:
+        DiskFullError: the disk or the quota is full (one line; the previous file is kept).
         ConfigError: the destination cannot be written (named, with the reason).
     """
     path = Path(path)
@@ -44,6 +55,13 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         os.replace(tmp, path)
     except OSError as exc:
         _discard(tmp)
+        if exc.errno in _FULL:
+            kept = (f"the previous {path.name} is unchanged" if path.exists()
+                    else f"nothing was written to {path.name}")
+            raise DiskFullError(f"cannot write {path}: {exc.strerror or 'no space left'} "
+                                f"({kept}); free space and run the same command again (with "
+                                f"--resume for train-teacher and run): finished work is "
+                                f"kept") from exc
         raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from exc
     except BaseException:
         _discard(tmp)
