@@ -321,3 +321,59 @@ def test_make_loaders_order_and_shapes() -> None:
     assert all(len(b[1]) == 100 for b in dropped)
     with pytest.raises(ConfigError):
         make_loaders(splits, 5000, drop_last=True)
+
+
+# --------------------------------------------------------------------------- broken images
+
+def test_an_empty_image_is_refused_before_training_or_left_out(tmp_path: Path, caplog) -> None:
+    image_tree(tmp_path, {"train": 4, "val": 2, "test": 2})
+    empty = tmp_path / "train" / "dog" / "empty.png"
+    empty.write_bytes(b"")
+    with pytest.raises(DataError) as info:
+        load_dataset("imagefolder", root=tmp_path)
+    message = _one_line(info)
+    assert str(empty) in message and "0 bytes" in message and "--on-bad-image skip" in message
+    skipped = load_dataset("imagefolder", root=tmp_path, on_bad_image="skip")
+    assert len(skipped.train) == 12 and str(empty) not in {p for p, _ in skipped.train.samples}
+    with pytest.raises(ConfigError, match="on_bad_image must be one of stop, skip"):
+        load_dataset("imagefolder", root=tmp_path, on_bad_image="ignore")
+
+
+def test_a_corrupt_image_stops_with_its_name_or_is_replaced_by_the_next(tmp_path: Path,
+                                                                        caplog) -> None:
+    image_tree(tmp_path, {"train": 4, "val": 2, "test": 2})
+    stopped = load_dataset("imagefolder", root=tmp_path, augment=False)
+    victim = 3
+    path = Path(stopped.train.samples[victim][0])
+    path.write_bytes(b"not an image at all")
+    with pytest.raises(DataError) as info:
+        stopped.train[victim]
+    assert str(path) in _one_line(info) and "--on-bad-image skip" in _one_line(info)
+    skipped = load_dataset("imagefolder", root=tmp_path, augment=False, on_bad_image="skip")
+    assert skipped.train.samples == stopped.train.samples, "the split keeps its files"
+    image, label = skipped.train[victim]
+    following, following_label = skipped.train[victim + 1]
+    assert torch.equal(image, following) and label == following_label
+    with caplog.at_level("WARNING"):
+        skipped.train[victim]
+        skipped.train[victim]
+    assert sum(str(path) in r.getMessage() for r in caplog.records) <= 1, "said once per file"
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_train_teacher_on_a_corrupt_image_is_one_line_or_skips_it(tmp_path: Path, capsys,
+                                                                  workers: int) -> None:
+    """Also from a DataLoader worker process, whose error PyTorch re-raises with the worker's
+    traceback in its message: the command still prints one line."""
+    from gtn_nas.cli import main
+
+    image_tree(tmp_path / "data", {"train": 4, "val": 2, "test": 2})
+    bad = sorted((tmp_path / "data" / "train" / "fox").iterdir())[0]
+    bad.write_bytes(b"\x89PNG broken")
+    command = ["train-teacher", "--method", "standard", "--teacher", "tiny", "--data",
+               "imagefolder", "--data-root", str(tmp_path / "data"), "--image-size", "8",
+               "--epochs", "1", "--batch-size", "4", "--num-workers", str(workers)]
+    assert main([*command, "--out", str(tmp_path / "stop")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and str(bad) in err and err.startswith("gtn-nas: error: ")
+    assert main([*command, "--on-bad-image", "skip", "--out", str(tmp_path / "skip")]) == 0

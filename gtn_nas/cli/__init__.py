@@ -62,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except GtnNasError as exc:
         if args.debug:
             raise
-        sys.stderr.write(f"gtn-nas: error: {exc}\n")
+        sys.stderr.write(f"gtn-nas: error: {one_line_message(exc)}\n")
         return 2
     except KeyboardInterrupt:
         sys.stderr.write("gtn-nas: interrupted\n")
@@ -75,6 +75,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                          f"{message[0] if message else ''} "
                          f"(rerun with --debug for the traceback)\n")
         return 1
+
+
+def one_line_message(exc: BaseException) -> str:
+    """The error's own one line, also when a DataLoader worker raised it (PyTorch re-raises it
+    in the main process with the worker's traceback in the message; its last line is the
+    original ``module.Class: message``)."""
+    text = str(exc).strip()
+    if "Original Traceback" not in text:
+        return text
+    last = text.splitlines()[-1]
+    prefix = f"{type(exc).__module__}.{type(exc).__name__}: "
+    return last[len(prefix):] if last.startswith(prefix) else last
 
 
 if __name__ == "__main__":

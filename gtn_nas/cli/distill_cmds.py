@@ -43,6 +43,8 @@ def cmd_distill(args: argparse.Namespace) -> int:
     if args.no_export:
         run["export"] = False
     config = load_config(DistillRunConfig, args.config, run)
+    if args.on_bad_image:  # files read during training (imagefolder)
+        config.data_options = {**config.data_options, "on_bad_image": args.on_bad_image}
     train = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "schedule",
                                            "accelerator", "devices", "strategy", "precision",
                                            "max_steps_per_epoch", "num_workers", "grad_clip",
@@ -120,6 +122,9 @@ def register(commands) -> None:
     dist.add_argument("--teacher-mode", help="eval (default) or train")
     dist.add_argument("--data", help="dataset (default: digits)")
     dist.add_argument("--data-root", help="dataset folder")
+    dist.add_argument("--on-bad-image", choices=("stop", "skip"),
+                    help="imagefolder: an unreadable or empty image stops the run with one "
+                         "line naming it (stop, the default) or is skipped (skip)")
     dist.add_argument("--data-option", action="append", metavar="KEY=VALUE",
                       help="dataset option; repeatable")
     dist.add_argument("--download", action="store_true",

@@ -44,6 +44,8 @@ def cmd_train_teacher(args: argparse.Namespace) -> int:
     if args.data_option:
         run["data_options"] = key_values(args.data_option, "--data-option")
     config = load_config(TeacherRunConfig, args.config, run)
+    if args.on_bad_image:  # files read during training (imagefolder)
+        config.data_options = {**config.data_options, "on_bad_image": args.on_bad_image}
     if train:
         config.train = load_config(type(config.train), None, {**to_plain(config.train), **train})
     path = args.out or f"runs/{config.method}-{config.teacher}-{config.data}"
@@ -86,6 +88,9 @@ def register(commands) -> None:
                     help="teacher builder option (e.g. norm=none for tiny); repeatable")
     tt.add_argument("--data", help="dataset (digits, fashion-mnist, cifar100, imagefolder)")
     tt.add_argument("--data-root", help="dataset folder")
+    tt.add_argument("--on-bad-image", choices=("stop", "skip"),
+                    help="imagefolder: an unreadable or empty image stops the run with one "
+                         "line naming it (stop, the default) or is skipped (skip)")
     tt.add_argument("--data-option", action="append", metavar="KEY=VALUE",
                     help="dataset option (e.g. num_classes=5 for synthetic); repeatable")
     tt.add_argument("--download", action="store_true",

@@ -6,6 +6,8 @@ this module so that :func:`gtn_nas.data.load_dataset` knows it.
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -16,7 +18,9 @@ from torch.utils.data import Dataset
 from gtn_nas.data.core import (_IMAGENET_MEAN, _IMAGENET_STD, _LUMA, DATASETS, DataSplits,
                                DatasetRequest, _augmentation, _limit, _one_line, _options,
                                _resize, _split, _to_channels)
-from gtn_nas.errors import DataError
+from gtn_nas.errors import ConfigError, DataError
+
+_log = logging.getLogger(__name__)
 
 class _FilePipeline:
     """PIL image -> float tensor with channel/size adaptation, normalisation and augmentation."""
@@ -37,27 +41,59 @@ class _FilePipeline:
         return self.augment(x) if self.augment is not None else x
 
 
-class ImageFiles(Dataset):
-    """A split of image files read lazily through PIL (used by ``imagefolder``)."""
+BAD_IMAGE_POLICIES = ("stop", "skip")
+"""What a corrupt image does during training: ``stop`` (one line naming it; the default) or
+``skip`` (the next readable image of the split takes its place, said once per file)."""
 
-    def __init__(self, name: str, samples: list[tuple[str, int]], transform: _FilePipeline) -> None:
+
+class ImageFiles(Dataset):
+    """A split of image files read lazily through PIL (used by ``imagefolder``).
+
+    A file PIL cannot decode stops the run with one line naming it (``on_bad_image="stop"``),
+    or is replaced by the next readable file of the split (``"skip"``): the split keeps its
+    length, so batches, shards and seeds stay as they were.
+    """
+
+    def __init__(self, name: str, samples: list[tuple[str, int]], transform: _FilePipeline,
+                 on_bad_image: str = "stop") -> None:
+        if on_bad_image not in BAD_IMAGE_POLICIES:
+            raise ConfigError(f"{name}: on_bad_image must be one of "
+                              f"{', '.join(BAD_IMAGE_POLICIES)}, got {on_bad_image!r}")
         self.name, self.samples, self.transform = name, samples, transform
+        self.on_bad_image = on_bad_image
         self.labels = torch.tensor([label for _, label in samples], dtype=torch.long)
         self.indices = torch.arange(len(samples))
+        self._reported: set[str] = set()
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+    def _load(self, index: int) -> Any:
+        from PIL import UnidentifiedImageError
         from torchvision.datasets.folder import default_loader
 
-        path, label = self.samples[index]
+        path = self.samples[index][0]
         try:
-            image = default_loader(path)
-        except OSError as exc:
-            raise DataError(f"{self.name}: cannot read image {path} ({_one_line(exc)}); "
-                            f"remove or replace the file") from exc
-        return self.transform(image), label
+            return default_loader(path)
+        except (OSError, UnidentifiedImageError, ValueError) as exc:
+            if self.on_bad_image == "stop":
+                raise DataError(f"{self.name}: cannot read image {path} ({_one_line(exc)}); "
+                                f"remove or replace the file, or pass --on-bad-image skip") \
+                    from exc
+            if path not in self._reported:
+                self._reported.add(path)
+                _log.warning("%s: skipping unreadable image %s (%s)", self.name, path,
+                             _one_line(exc))
+            return None
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        for offset in range(len(self.samples)):
+            position = (index + offset) % len(self.samples)
+            image = self._load(position)
+            if image is not None:
+                return self.transform(image), self.samples[position][1]
+        raise DataError(f"{self.name}: no readable image in this split "
+                        f"({len(self.samples)} files)")
 
 
 
@@ -72,6 +108,18 @@ def _scan_folder(folder: Path, layout: str) -> tuple[list[tuple[str, int]], list
     return list(found.samples), list(found.classes)
 
 
+def _empty_files(samples: list[tuple[str, int]]) -> list[str]:
+    """Zero-byte files among ``samples`` (found up front, before any training)."""
+    empty = []
+    for path, _ in samples:
+        try:
+            if os.path.getsize(path) == 0:
+                empty.append(path)
+        except OSError:
+            empty.append(path)
+    return empty
+
+
 @DATASETS.register("imagefolder")
 def _imagefolder(req: DatasetRequest) -> DataSplits:
     """``root/train/<class>/*`` (+ optional ``val``/``test``) read lazily; default size 32.
@@ -80,7 +128,8 @@ def _imagefolder(req: DatasetRequest) -> DataSplits:
     split comes from ``val/`` (share ``test_fraction / (val_fraction + test_fraction)``); without
     ``val/`` the val split (and, if also missing, the test split) comes from ``train/``.
     """
-    _options(req, {})
+    policy = req.options.get("on_bad_image", "stop")
+    _options(req, {"on_bad_image": 0})
     layout = ("expected <root>/train/<class>/<image> and optionally <root>/val/<class>/<image> "
               "and <root>/test/<class>/<image>; pass --data-root")
     if req.root is None:
@@ -100,6 +149,19 @@ def _imagefolder(req: DatasetRequest) -> DataSplits:
                 raise DataError(f"imagefolder: class folders differ between {req.root / 'train'} and "
                                 f"{req.root / part} (only in train: {', '.join(only_train)}; "
                                 f"only in {part}: {', '.join(only_part)}); {layout}")
+    if policy not in BAD_IMAGE_POLICIES:
+        raise ConfigError(f"imagefolder: on_bad_image must be one of "
+                          f"{', '.join(BAD_IMAGE_POLICIES)}, got {policy!r}")
+    for part, samples in found.items():
+        empty = _empty_files(samples)
+        if empty and policy == "stop":
+            more = f" (+{len(empty) - 1} more)" if len(empty) > 1 else ""
+            raise DataError(f"imagefolder: {empty[0]} is empty (0 bytes){more}; remove or "
+                            f"replace it, or pass --on-bad-image skip")
+        if empty:
+            _log.warning("imagefolder: leaving out %d empty file(s) of %s, e.g. %s", len(empty),
+                         part, empty[0])
+            found[part] = [sample for sample in samples if sample[0] not in set(empty)]
     gen = torch.Generator().manual_seed(req.seed)
 
     def labels_of(samples: list[tuple[str, int]]) -> Tensor:
@@ -121,7 +183,7 @@ def _imagefolder(req: DatasetRequest) -> DataSplits:
     found["train"] = [found["train"][i] for i in keep]
     size = req.image_size or 32
     datasets = {part: ImageFiles(req.name, samples, _FilePipeline(
-        size, req.channels, _augmentation(req, size, True) if part == "train" else None))
-        for part, samples in found.items()}
+        size, req.channels, _augmentation(req, size, True) if part == "train" else None),
+        on_bad_image=policy) for part, samples in found.items()}
     return DataSplits(req.name, datasets["train"], datasets["val"], datasets["test"],
                       len(classes), req.channels, size, tuple(classes))
