@@ -37,6 +37,7 @@ import math
 import os
 import random
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal, Mapping
@@ -50,6 +51,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from gtn_nas.config import to_plain
 from gtn_nas.errors import ConfigError
 from gtn_nas.fileio import atomic_torch_save, load_checkpoint, remove_stale_temporaries
+from gtn_nas.locks import folder_lock
 from gtn_nas.metrics import RunningMeans, write_metrics
 
 _log = logging.getLogger(__name__)
@@ -275,116 +277,120 @@ def fit(method: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainCo
     if fabric is None:
         fabric = make_fabric(config, getattr(method, "has_unused_parameters", False))
         fabric.launch()
-    if fabric.is_global_zero:
-        for stale in remove_stale_temporaries(run_dir):
-            _log.info("removed %s, left by a killed run", stale)
-    # Denormal floats (tiny gradients of rarely sampled branches) slow CPU kernels by orders of
-    # magnitude; flushing them to zero changes nothing measurable in training.
-    torch.set_flush_denormal(True)
-    rank, world = fabric.global_rank, fabric.world_size
-    if config.sync_batchnorm and world > 1:
-        # batch statistics over the global batch, as one process would compute them
-        method = nn.SyncBatchNorm.convert_sync_batchnorm(method)
-    raw = method
-    groups = method.param_groups() if hasattr(method, "param_groups") else [
-        {"params": [p for p in method.parameters() if p.requires_grad]}]
-    optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum,
-                                weight_decay=config.weight_decay, nesterov=config.nesterov)
-    scheduler = _scheduler(optimizer, config)
-    history: list[dict[str, Any]] = []
-    start_epoch = 0
-    if state is not None:
-        raw.load_state_dict(state["method"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        history = list(state["history"])
-        start_epoch = int(state["epoch"])
-        _log.info("resuming %s after epoch %d", run_dir, start_epoch)
-    if config.channels_last:  # conv outputs follow their weights' NHWC layout
-        method.to(memory_format=torch.channels_last)
-    if config.compile:  # in place: the state_dict keys stay those of the eager module
-        method.compile()
-    model, optimizer = fabric.setup(method, optimizer)
-
-    sampler = ShardedBatchSampler(len(train_set), config.batch_size, rank, world, config.seed,
-                                  config.max_steps_per_epoch)
-    if len(sampler) == 0:
-        raise ConfigError(f"training data has {len(train_set)} examples, fewer than one batch "
-                          f"of {config.batch_size}")
-    seeded_train = SeededItems(train_set, config.seed)
-    loader = DataLoader(seeded_train, batch_sampler=sampler, num_workers=config.num_workers)
-    val_loader = DataLoader(val_set, batch_size=config.eval_batch_size, shuffle=False,
-                            num_workers=config.num_workers)
-
-    for epoch in range(start_epoch, config.epochs):
-        started = time.perf_counter()
-        seed_everything(derive_seed(config.seed, epoch, rank, "epoch") % (2 ** 31))
-        sampler.set_epoch(epoch)
-        seeded_train.set_epoch(epoch)
-        if hasattr(raw, "on_epoch_start"):
-            raw.on_epoch_start(epoch, config.epochs)
-        model.train()
-        train_meter = RunningMeans()
-        batches = _progress(loader, config.progress and fabric.is_global_zero,
-                            f"epoch {epoch + 1}/{config.epochs}")
-        batch_iterator = iter(batches)
-        while True:
-            with record_function("engine/data"):
-                batch = next(batch_iterator, None)
-                if batch is None:
-                    break
-                x, y = fabric.to_device(batch)
-            with record_function("engine/forward"):
-                outputs = model(x, y)
-            with record_function("engine/backward"):
-                optimizer.zero_grad(set_to_none=True)
-                fabric.backward(outputs["loss"])
-            with record_function("engine/optimizer"):
-                if config.grad_clip is not None:
-                    fabric.clip_gradients(model, optimizer, max_norm=config.grad_clip)
-                optimizer.step()
-                extra = raw.after_optimizer_step(x, y, outputs) \
-                    if hasattr(raw, "after_optimizer_step") else None
-            with record_function("engine/metrics"):
-                train_meter.update(outputs, y, extra)
-        lr = optimizer.param_groups[0]["lr"]
-        scheduler.step()
-        record: dict[str, Any] = {"epoch": epoch + 1, "lr": lr}
-        train_means = train_meter.means()
-        if world > 1:  # each rank saw its shard; report the global batch's means
-            train_means = {k: float(fabric.all_reduce(torch.tensor(train_means[k]),
-                                                      reduce_op="mean"))
-                           for k in sorted(train_means)}
-        record.update({f"train/{k}": v for k, v in train_means.items()})
-        if (epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs:
-            with record_function("engine/validation"):
-                values = raw.validate(val_loader, fabric) if hasattr(raw, "validate") \
-                    else evaluate(raw, val_loader, fabric)
-            record.update({f"val/{k}": v for k, v in values.items()})
-        if hasattr(raw, "epoch_summary"):
-            record.update(raw.epoch_summary())
-        if hasattr(raw, "after_validation"):  # e.g. keep the best weights in the checkpoint
-            raw.after_validation(record)
-        record["seconds"] = round(time.perf_counter() - started, 3)
-        history.append(record)
+    # one writer per run directory (the global-zero process writes it): a second process
+    # training into it is refused in one line naming the holder
+    lock = folder_lock(run_dir, "training") if fabric.is_global_zero else nullcontext()
+    with lock:
         if fabric.is_global_zero:
-            with record_function("engine/checkpoint"):
-                atomic_torch_save({"format": CHECKPOINT_FORMAT, "digest": digest,
-                                   "identity": identity, "epoch": epoch + 1,
-                                   "method": raw.state_dict(),
-                                   "optimizer": optimizer.state_dict(),
-                                   "scheduler": scheduler.state_dict(), "history": history},
-                                  checkpoint_path)
-                write_metrics(run_dir, history)
-        fabric.barrier()
-        if on_epoch_end is not None and fabric.is_global_zero:
-            on_epoch_end(record)
-    if fabric.is_global_zero and history:
-        # Derived from the checkpoint's history: a run killed after its last checkpoint but
-        # before these files were rewritten gets them back on --resume.
-        write_metrics(run_dir, history)
-    return FitResult(history=history, run_dir=run_dir, checkpoint=checkpoint_path,
-                     resumed_from_epoch=start_epoch, is_global_zero=fabric.is_global_zero)
+            for stale in remove_stale_temporaries(run_dir):
+                _log.info("removed %s, left by a killed run", stale)
+        # Denormal floats (tiny gradients of rarely sampled branches) slow CPU kernels by orders of
+        # magnitude; flushing them to zero changes nothing measurable in training.
+        torch.set_flush_denormal(True)
+        rank, world = fabric.global_rank, fabric.world_size
+        if config.sync_batchnorm and world > 1:
+            # batch statistics over the global batch, as one process would compute them
+            method = nn.SyncBatchNorm.convert_sync_batchnorm(method)
+        raw = method
+        groups = method.param_groups() if hasattr(method, "param_groups") else [
+            {"params": [p for p in method.parameters() if p.requires_grad]}]
+        optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum,
+                                    weight_decay=config.weight_decay, nesterov=config.nesterov)
+        scheduler = _scheduler(optimizer, config)
+        history: list[dict[str, Any]] = []
+        start_epoch = 0
+        if state is not None:
+            raw.load_state_dict(state["method"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            history = list(state["history"])
+            start_epoch = int(state["epoch"])
+            _log.info("resuming %s after epoch %d", run_dir, start_epoch)
+        if config.channels_last:  # conv outputs follow their weights' NHWC layout
+            method.to(memory_format=torch.channels_last)
+        if config.compile:  # in place: the state_dict keys stay those of the eager module
+            method.compile()
+        model, optimizer = fabric.setup(method, optimizer)
+
+        sampler = ShardedBatchSampler(len(train_set), config.batch_size, rank, world, config.seed,
+                                      config.max_steps_per_epoch)
+        if len(sampler) == 0:
+            raise ConfigError(f"training data has {len(train_set)} examples, fewer than one batch "
+                              f"of {config.batch_size}")
+        seeded_train = SeededItems(train_set, config.seed)
+        loader = DataLoader(seeded_train, batch_sampler=sampler, num_workers=config.num_workers)
+        val_loader = DataLoader(val_set, batch_size=config.eval_batch_size, shuffle=False,
+                                num_workers=config.num_workers)
+
+        for epoch in range(start_epoch, config.epochs):
+            started = time.perf_counter()
+            seed_everything(derive_seed(config.seed, epoch, rank, "epoch") % (2 ** 31))
+            sampler.set_epoch(epoch)
+            seeded_train.set_epoch(epoch)
+            if hasattr(raw, "on_epoch_start"):
+                raw.on_epoch_start(epoch, config.epochs)
+            model.train()
+            train_meter = RunningMeans()
+            batches = _progress(loader, config.progress and fabric.is_global_zero,
+                                f"epoch {epoch + 1}/{config.epochs}")
+            batch_iterator = iter(batches)
+            while True:
+                with record_function("engine/data"):
+                    batch = next(batch_iterator, None)
+                    if batch is None:
+                        break
+                    x, y = fabric.to_device(batch)
+                with record_function("engine/forward"):
+                    outputs = model(x, y)
+                with record_function("engine/backward"):
+                    optimizer.zero_grad(set_to_none=True)
+                    fabric.backward(outputs["loss"])
+                with record_function("engine/optimizer"):
+                    if config.grad_clip is not None:
+                        fabric.clip_gradients(model, optimizer, max_norm=config.grad_clip)
+                    optimizer.step()
+                    extra = raw.after_optimizer_step(x, y, outputs) \
+                        if hasattr(raw, "after_optimizer_step") else None
+                with record_function("engine/metrics"):
+                    train_meter.update(outputs, y, extra)
+            lr = optimizer.param_groups[0]["lr"]
+            scheduler.step()
+            record: dict[str, Any] = {"epoch": epoch + 1, "lr": lr}
+            train_means = train_meter.means()
+            if world > 1:  # each rank saw its shard; report the global batch's means
+                train_means = {k: float(fabric.all_reduce(torch.tensor(train_means[k]),
+                                                          reduce_op="mean"))
+                               for k in sorted(train_means)}
+            record.update({f"train/{k}": v for k, v in train_means.items()})
+            if (epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs:
+                with record_function("engine/validation"):
+                    values = raw.validate(val_loader, fabric) if hasattr(raw, "validate") \
+                        else evaluate(raw, val_loader, fabric)
+                record.update({f"val/{k}": v for k, v in values.items()})
+            if hasattr(raw, "epoch_summary"):
+                record.update(raw.epoch_summary())
+            if hasattr(raw, "after_validation"):  # e.g. keep the best weights in the checkpoint
+                raw.after_validation(record)
+            record["seconds"] = round(time.perf_counter() - started, 3)
+            history.append(record)
+            if fabric.is_global_zero:
+                with record_function("engine/checkpoint"):
+                    atomic_torch_save({"format": CHECKPOINT_FORMAT, "digest": digest,
+                                       "identity": identity, "epoch": epoch + 1,
+                                       "method": raw.state_dict(),
+                                       "optimizer": optimizer.state_dict(),
+                                       "scheduler": scheduler.state_dict(), "history": history},
+                                      checkpoint_path)
+                    write_metrics(run_dir, history)
+            fabric.barrier()
+            if on_epoch_end is not None and fabric.is_global_zero:
+                on_epoch_end(record)
+        if fabric.is_global_zero and history:
+            # Derived from the checkpoint's history: a run killed after its last checkpoint but
+            # before these files were rewritten gets them back on --resume.
+            write_metrics(run_dir, history)
+        return FitResult(history=history, run_dir=run_dir, checkpoint=checkpoint_path,
+                         resumed_from_epoch=start_epoch, is_global_zero=fabric.is_global_zero)
 
 
 @torch.no_grad()

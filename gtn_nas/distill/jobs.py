@@ -43,6 +43,7 @@ from gtn_nas.distill.specs import StudentSpec, resolve_students
 from gtn_nas.distill.summary import (GUARD_NAME, RESULT_FORMAT, RESULT_NAME, collect_results,
                                      read_result, write_summary)
 from gtn_nas.fileio import atomic_write_text, remove_stale_temporaries
+from gtn_nas.locks import release, try_lock
 
 _log = logging.getLogger(__name__)
 
@@ -113,6 +114,8 @@ class DistillResult:
     skipped: list[Path]
     summary: dict[str, Path]
     rows: list[dict[str, Any]]
+    busy: list[Path] = field(default_factory=list)
+    """Jobs another process was running (a second copy of the command shares the jobs)."""
 
 
 # ----------------------------------------------------------------------------- teacher
@@ -371,7 +374,7 @@ def distill(config: DistillRunConfig, out_dir: str | os.PathLike, *,
     jobs = [(spec, seed) for spec in specs for seed in config.seeds]
     k, n = shard
     mine = [job for index, job in enumerate(jobs) if index % n == k - 1]
-    ran, skipped = [], []
+    ran, skipped, busy = [], [], []
     for number, (spec, seed) in enumerate(mine, start=1):
         run_dir = out / spec.name / f"seed{seed}"
         done = read_result(run_dir)
@@ -379,12 +382,25 @@ def distill(config: DistillRunConfig, out_dir: str | os.PathLike, *,
             skipped.append(run_dir)
             say(f"[{number}/{len(mine)}] {spec.name} seed {seed}: finished earlier, skipped")
             continue
-        say(f"[{number}/{len(mine)}] {spec.name} seed {seed}: {config.method}, "
-            f"{config.train.epochs} epochs -> {run_dir}")
-        run_job(config, spec, seed, splits, teacher, digest, run_dir, on_epoch_end=on_epoch_end)
-        ran.append(run_dir)
+        if not try_lock(run_dir, f"distill job {spec.name} seed {seed}"):
+            # N copies of one command share its jobs like a work queue
+            busy.append(run_dir)
+            say(f"[{number}/{len(mine)}] {spec.name} seed {seed}: running in another "
+                f"process, skipped")
+            continue
+        try:
+            if read_result(run_dir) is not None:  # finished by another process meanwhile
+                skipped.append(run_dir)
+                continue
+            say(f"[{number}/{len(mine)}] {spec.name} seed {seed}: {config.method}, "
+                f"{config.train.epochs} epochs -> {run_dir}")
+            run_job(config, spec, seed, splits, teacher, digest, run_dir,
+                    on_epoch_end=on_epoch_end)
+            ran.append(run_dir)
+        finally:
+            release(run_dir)
     summary, rows = write_summary(out, teacher_acc=teacher_acc)
-    return DistillResult(out, ran, skipped, summary, rows)
+    return DistillResult(out, ran, skipped, summary, rows, busy)
 
 
 def _data_key(config: DistillRunConfig) -> dict[str, Any]:

@@ -51,6 +51,7 @@ from gtn_nas.config import from_mapping, to_plain
 from gtn_nas.engine import config_digest
 from gtn_nas.errors import ConfigError
 from gtn_nas.fileio import atomic_write_text, remove_stale_temporaries
+from gtn_nas.locks import LOCK_NAME, folder_lock
 from gtn_nas.run.config import RunConfig
 
 _log = logging.getLogger(__name__)
@@ -93,7 +94,8 @@ class RunState:
             self.data = previous
         elif run_dir.exists() and not run_dir.is_dir():
             raise ConfigError(f"{run_dir} is a file, not a run directory; choose another --out")
-        elif run_dir.is_dir() and any(run_dir.iterdir()) and not resume:
+        elif run_dir.is_dir() and any(p.name != LOCK_NAME for p in run_dir.iterdir()) \
+                and not resume:
             raise ConfigError(f"{run_dir} is not empty; choose another --out")
 
     def done(self, stage: str) -> dict[str, Any] | None:
@@ -332,12 +334,22 @@ def deploy_stage(run_dir: Path, search: dict[str, Any], distill_record: dict[str
 def run_pipeline(config: RunConfig, out_dir: str | os.PathLike, *, resume: bool = False,
                  on_stage: Callable[[str], None] | None = None,
                  on_epoch_end: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
-    """Runs (or, with ``resume``, continues) every stage into ``out_dir``.
+    """Runs (or, with ``resume``, continues) every stage into ``out_dir``, the only writer of
+    it (a second ``run`` on the same folder is refused in one line naming the first;
+    :mod:`gtn_nas.locks`).
 
     Raises:
         ConfigError, DataError, InfeasibleBudgetError: bad options, missing data, an output
             directory holding another run.
     """
+    with folder_lock(out_dir, "gtn-nas run"):
+        return _run_pipeline(config, out_dir, resume=resume, on_stage=on_stage,
+                             on_epoch_end=on_epoch_end)
+
+
+def _run_pipeline(config: RunConfig, out_dir: str | os.PathLike, *, resume: bool,
+                  on_stage: Callable[[str], None] | None,
+                  on_epoch_end: Callable[[dict[str, Any]], None] | None) -> RunResult:
     from gtn_nas.hardware.profiles import load_profile
     from gtn_nas.run.report import write_report
 
