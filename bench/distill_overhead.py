@@ -7,8 +7,7 @@ The teacher only has to match the data (Fashion-MNIST 16x16, 10 classes); any
 `gtn-nas train-teacher --data fashion-mnist --image-size 16` output does. Without --teacher a
 1-epoch resnet32 is trained first (its accuracy does not change the timing). Prints a Markdown
 table (median and range of the wall times, ratio of medians) for docs/BENCHMARKS.md; the job
-runs with --no-export (the ONNX export is a deliverable the plain loop does not make; its time
-is printed on its own line).
+runs with --no-export (the ONNX export is a deliverable the plain loop does not make).
 """
 
 from __future__ import annotations
@@ -91,10 +90,6 @@ def main() -> None:
                       file=sys.stderr)
             shutil.rmtree(out, ignore_errors=True)
         rows.append((epochs, job_times, plain_times))
-    export = work / "export"
-    export_seconds = timed([gtn, "distill", *common, "--epochs", "1", "--out", str(export)],
-                           env) - timed([gtn, "distill", *common, "--epochs", "1",
-                                         "--no-export", "--out", str(work / "noexport")], env)
     shutil.rmtree(work, ignore_errors=True)
     print(f"\n{cpu_model()}, {args.threads} threads per process, {args.student}, "
           f"Fashion-MNIST 16x16, {args.limit} training images, 6,000 validation, "
@@ -106,7 +101,6 @@ def main() -> None:
         print(f"| {epochs} | {job_med:.1f} ({min(job_times):.1f}-{max(job_times):.1f}) | "
               f"{plain_med:.1f} ({min(plain_times):.1f}-{max(plain_times):.1f}) | "
               f"{job_med / plain_med:.2f}x |")
-    print(f"\nThe ONNX export and parity check add {export_seconds:.1f} s per job (one run).")
 
 
 if __name__ == "__main__":

@@ -184,16 +184,14 @@ def proxy_table(out: Path) -> tuple[list[str], dict]:
 
     scores = _read(out / "proxy" / "scores.json")
     by_seed: dict[str, dict[int, float]] = defaultdict(dict)
+    mflops = {}
     for path in (out / "proxy" / "distill").glob("*/seed*/result.json"):
         data = _read(path)
         if data:
             by_seed[data["student"]][data.get("seed", 0)] = data["test_acc"]
+            if "mflops" in data:
+                mflops[data["student"]] = data["mflops"]
     results = {student: seeds[min(seeds)] for student, seeds in by_seed.items()}  # first seed
-    mflops = {}
-    for path in (out / "proxy" / "distill").glob("*/seed*/result.json"):
-        data = _read(path)
-        if data and "mflops" in data:
-            mflops[data["student"]] = data["mflops"]
     if not scores or len(results) < 4:
         return ["(proxy study not finished)", ""], {}
     rows = [dict(r) for r in scores["rows"] if r["student"] in results]
@@ -251,18 +249,12 @@ def proxy_table(out: Path) -> tuple[list[str], dict]:
     return lines, {"scores": summary, "best": best, "students": len(rows)}
 
 
-def _ranks(values: np.ndarray) -> np.ndarray:
+def combined_scores(rows: Sequence[dict[str, Any]], names: Sequence[str]) -> dict[str, np.ndarray]:
+    """``rank average``: the mean of the students' ranks under every finite, non-constant score
+    (NAS-Bench-Suite-Zero: combinations beat single proxies); empty with fewer than two such
+    scores. The fitted combination is :func:`loo_regression`."""
     from scipy import stats
 
-    return stats.rankdata(values)
-
-
-def combined_scores(rows: Sequence[dict[str, Any]], names: Sequence[str]) -> dict[str, np.ndarray]:
-    """Scores combined from the single ones (NAS-Bench-Suite-Zero: combinations beat single
-    proxies): ``rank average`` (the mean of the students' ranks under every finite score) and
-    ``regression (LOO)`` (a least-squares fit of the accuracy on the z-scored scores, each
-    student predicted by the fit on the others; it needs the accuracies, so it is an upper
-    estimate of what a search could do with a fitted combination). Returned per score name."""
     columns = []
     for name in names:
         values = np.array([r[name] for r in rows], dtype=float)
@@ -270,13 +262,15 @@ def combined_scores(rows: Sequence[dict[str, Any]], names: Sequence[str]) -> dic
             columns.append(values)
     if len(columns) < 2:
         return {}
-    ranks = np.mean([_ranks(c) for c in columns], axis=0)
+    ranks = np.mean([stats.rankdata(c) for c in columns], axis=0)
     return {"rank average": ranks}
 
 
 def loo_regression(rows: Sequence[dict[str, Any]], names: Sequence[str],
                    acc: np.ndarray) -> np.ndarray:
-    """Leave-one-out predictions of ``acc`` from the z-scored finite scores (with intercept)."""
+    """Leave-one-out predictions of ``acc`` from the z-scored finite scores (a least-squares fit
+    with intercept on the other students): it sees the accuracies, so it is an upper estimate
+    of what a search could do with a fitted combination."""
     columns = [np.array([r[n] for r in rows], dtype=float) for n in names]
     columns = [c for c in columns if np.all(np.isfinite(c)) and np.ptp(c) > 0]
     z = np.stack([(c - c.mean()) / c.std() for c in columns], axis=1)

@@ -161,7 +161,8 @@ def _imagefolder(req: DatasetRequest) -> DataSplits:
         if empty:
             _log.warning("imagefolder: leaving out %d empty file(s) of %s, e.g. %s", len(empty),
                          part, empty[0])
-            found[part] = [sample for sample in samples if sample[0] not in set(empty)]
+            dropped = set(empty)
+            found[part] = [sample for sample in samples if sample[0] not in dropped]
     gen = torch.Generator().manual_seed(req.seed)
 
     def labels_of(samples: list[tuple[str, int]]) -> Tensor:

@@ -78,6 +78,20 @@ def _fashion_part(root: Path, stem: str) -> tuple[Tensor, Tensor]:
     return images.unsqueeze(1), labels.long()
 
 
+def _official_test_split(req: DatasetRequest, train_source: tuple[Tensor, Tensor],
+                         test_source: tuple[Tensor, Tensor],
+                         class_names: tuple[str, ...]) -> DataSplits:
+    """uint8 images with an official test set: val carved (seeded, stratified) off the official
+    train set, ``limit`` applied to the rest."""
+    gen = torch.Generator().manual_seed(req.seed)
+    parts = _split(req, train_source[1], gen, {"val": req.val_fraction})
+    train = _limit(req, train_source[1], parts["train"], gen)
+    return _in_memory(req, {"train": _gather(train_source, train),
+                            "val": _gather(train_source, parts["val"]),
+                            "test": _gather(test_source, torch.arange(len(test_source[1])))},
+                      scale=255.0, class_names=class_names)
+
+
 @DATASETS.register("fashion-mnist")
 def _fashion_mnist(req: DatasetRequest) -> DataSplits:
     """Fashion-MNIST from IDX files; official test set, val split off the official train set."""
@@ -86,13 +100,7 @@ def _fashion_mnist(req: DatasetRequest) -> DataSplits:
     if not root.is_dir():
         raise DataError(f"fashion-mnist: data root {root} does not exist; {_FASHION_HINT}")
     train_source, test_source = _fashion_part(root, "train"), _fashion_part(root, "t10k")
-    gen = torch.Generator().manual_seed(req.seed)
-    parts = _split(req, train_source[1], gen, {"val": req.val_fraction})
-    train = _limit(req, train_source[1], parts["train"], gen)
-    return _in_memory(req, {"train": _gather(train_source, train),
-                            "val": _gather(train_source, parts["val"]),
-                            "test": _gather(test_source, torch.arange(len(test_source[1])))},
-                      scale=255.0, class_names=FASHION_CLASSES)
+    return _official_test_split(req, train_source, test_source, FASHION_CLASSES)
 
 
 @DATASETS.register("cifar100")
@@ -114,13 +122,8 @@ def _cifar100(req: DatasetRequest) -> DataSplits:
     train_source, test_source = [
         (torch.from_numpy(s.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(s.targets))
         for s in sets]
-    gen = torch.Generator().manual_seed(req.seed)
-    parts = _split(req, train_source[1], gen, {"val": req.val_fraction})
-    train = _limit(req, train_source[1], parts["train"], gen)
-    return _in_memory(req, {"train": _gather(train_source, train),
-                            "val": _gather(train_source, parts["val"]),
-                            "test": _gather(test_source, torch.arange(len(test_source[1])))},
-                      scale=255.0, class_names=tuple(sets[0].classes))
+    return _official_test_split(req, train_source, test_source,
+                                tuple(sets[0].classes))
 
 
 
