@@ -1,9 +1,9 @@
-"""Benchmark: kill -9 at random moments of teacher training, distillation and ``gtn-nas run``,
-resume, and compare with an uninterrupted run (the long version of
+"""Benchmark: kill -9 at random moments of teacher training, distillation, ``gtn-nas run``,
+``search`` and ``profile``, resume, and compare with an uninterrupted run (the long version of
 tests/test_fault_injection.py; the harness is tests/faults.py).
 
-Run: ./dev python bench/fault_injection.py [--trials 12] [--seed 0] [--jobs 2]
-     [--stages teacher,distill,run] [--max-kills 2] [--work DIR] [--keep]
+Run: ./dev python bench/fault_injection.py [--trials 30] [--seed 0] [--jobs 2]
+     [--stages teacher,distill,run,search,profile] [--max-kills 2] [--work DIR] [--keep]
 
 One uninterrupted reference per stage, then ``--trials`` trials spread round-robin over the
 stages, ``--jobs`` at a time. Each trial kills its command (SIGKILL to its process group) after
@@ -19,7 +19,13 @@ Settings (tiny, on the embedded digits): teacher = GTN ``tiny`` teacher, 2 epoch
 (4, not 3: see the GTN recalibration note in tests/test_fault_injection.py); distill = KD of
 ``s_nas_s`` and ``s_nas_m`` from the reference teacher, 2 epochs of 3 steps, exported to ONNX;
 run = tests/test_pipeline.py's TINY run (teacher 2 epochs of 4 steps, 6-candidate search,
-KD and the no-teacher baseline of s/m/l, 1 epoch of 3 steps each, exports, report).
+KD and the no-teacher baseline of s/m/l, 1 epoch of 3 steps each, exports, report); search =
+evolution over 60 candidates of the default space at width 0.25 and 8x8, ranked by params,
+latency estimated for a tiny device profile (not this machine, so no re-measurement: the
+search is seeded and writes the same files again); profile = the latency table of that space
+on this CPU (12 fit students, no adaptive rounds, 4 validation students, 1 warm-up + 3 timed
+runs): its values are timings, so the trial's table is compared with the reference's by
+structure (the same keys and list lengths) and must load.
 """
 
 from __future__ import annotations
@@ -41,8 +47,8 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from faults import (HEADER, Completed, Stage, compare_runs, distill_stage,  # noqa: E402
-                    kill_and_resume, run_stage, run_to_completion, snapshot, table_row,
-                    teacher_stage)
+                    kill_and_resume, profile_stage, run_stage, run_to_completion,
+                    search_stage, snapshot, table_row, teacher_stage)
 
 TEACHER = ["--teacher", "tiny", "--data", "digits", "--limit", "300", "--epochs", "2",
            "--max-steps-per-epoch", "4", "--batch-size", "32"]
@@ -53,6 +59,25 @@ RUN = {"data": "digits", "limit": 300, "seed": 0,
                                                 "batch_size": 32}},
        "search": {"budget_evals": 6},
        "distill": {"train": {"epochs": 1, "max_steps_per_epoch": 3, "batch_size": 32}}}
+TINY_SPACE = ["--width-mult", "0.25", "--input-size", "8"]
+SEARCH = [*TINY_SPACE, "--latency-mode", "estimate", "--score", "params", "--budget-evals",
+          "60"]
+PROFILE = [*TINY_SPACE, "--fit-students", "12", "--adaptive-rounds", "0",
+           "--validation-students", "4", "--noise-rounds", "2"]
+
+
+def tiny_profile(path: Path) -> Path:
+    """The bundled host_cpu profile made tiny (8x8 input, 1 thread, 1 + 3 timed runs) and
+    declared as another device (no re-measurement during a search)."""
+    root = Path(__file__).resolve().parents[1]
+    profile = yaml.safe_load((root / "hw_profiles" / "host_cpu.yaml").read_text())
+    profile.update(name="tiny_cpu", latency_table=None,
+                   measurement={"warmup": 1, "repeats": 3, "statistic": "median"})
+    profile["runtime"]["threads"] = 1
+    profile["input"]["shape"] = [3, 8, 8]
+    profile["device"]["runs_here"] = False
+    path.write_text(yaml.safe_dump(profile))
+    return path
 
 
 def _with_delays(stage: Stage, reference: Completed) -> Stage:
@@ -65,10 +90,10 @@ def _with_delays(stage: Stage, reference: Completed) -> Stage:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=12)
+    parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=2, help="trials run side by side")
-    parser.add_argument("--stages", default="teacher,distill,run")
+    parser.add_argument("--stages", default="teacher,distill,run,search,profile")
     parser.add_argument("--work", help="working folder (default: a temporary one)")
     parser.add_argument("--keep", action="store_true", help="keep the trial folders")
     parser.add_argument("--max-kills", type=int, default=2,
@@ -84,6 +109,7 @@ def main() -> int:
     config = work / "run.yaml"
     config.write_text(yaml.safe_dump(RUN))
     teacher = teacher_stage(TEACHER)
+    device = str(tiny_profile(work / "tiny_cpu.yaml"))
     references: dict[str, Path] = {}
     durations: dict[str, float] = {}
     completions: dict[str, Completed] = {}
@@ -103,7 +129,12 @@ def main() -> int:
             reference("teacher", teacher)
         for future in futures:
             future.result()
-    by_name: dict[str, Stage] = {"teacher": teacher, "run": run_stage(config)}
+    by_name: dict[str, Stage] = {"teacher": teacher, "run": run_stage(config),
+                                 "search": search_stage(["--hw", device, *SEARCH]),
+                                 "profile": profile_stage(["--hw", device, *PROFILE])}
+    for name in ("search", "profile"):
+        if name in stages:
+            reference(name, by_name[name])
     if "distill" in stages:
         teacher_pt = references["teacher"] / "teacher.pt"
         by_name["distill"] = distill_stage(["--teacher", str(teacher_pt), *DISTILL])
@@ -119,7 +150,7 @@ def main() -> int:
         rng = random.Random(args.seed * 1000 + index)
         result = kill_and_resume(by_name[name], out, rng, seed=index,
                                  kills=1 + (index // len(stages)) % args.max_kills)
-        comparison = compare_runs(references[name], out)
+        comparison = compare_runs(references[name], out, measured=by_name[name].measured)
         passed = result.completed and comparison.ok
         if passed and not args.keep:  # a failed trial's folder stays, to be looked at
             shutil.rmtree(out.parent, ignore_errors=True)

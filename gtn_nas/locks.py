@@ -1,12 +1,20 @@
-"""One writer per output folder: an exclusive ``fcntl.flock`` on ``<folder>/.gtn-nas.lock``.
+"""One writer per output folder: an exclusive ``fcntl.flock`` on ``<folder>/.gtn-nas.lock``
+(or on another lock file of the folder: ``gtn-nas profile`` locks ``.<table>.lock`` beside the
+table it writes, so tables of several devices can share a folder).
 
 The lock file also says who holds it (pid, host, start time, command), so a second writer is
 refused in one line naming the holder. The kernel releases a ``flock`` when its process dies
 (``kill -9`` included), so a lock left by a dead process is simply taken over; the new holder
 says so in one line. Locks are re-entrant within a process (a distill job's lock, then the
-training loop's on the same folder). ``flock`` works across processes on one machine and on
-file systems that support it (local disks; NFSv4 emulates it with POSIX locks); where it is
-not shared between hosts, two hosts are not kept apart.
+training loop's on the same folder).
+
+Two hosts: ``flock`` is shared between hosts only on file systems that support it (NFSv4
+emulates it with POSIX locks; some cluster file systems do not). So a holder also keeps a
+*heartbeat*: a thread touches every lock file the process holds every :data:`HEARTBEAT_S`
+seconds. A lock file naming a holder on another host that is not released and was touched less
+than :data:`STALE_S` seconds ago refuses the writer even when ``flock`` succeeded; one touched
+longer ago is taken over (its holder stopped beating: dead, or its host down), said in one line.
+On one host ``flock`` alone decides (a killed holder's lock is taken over at once).
 
 Example:
     >>> import tempfile
@@ -24,6 +32,7 @@ import logging
 import os
 import socket
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Iterator
@@ -33,8 +42,11 @@ from gtn_nas.errors import ConfigError
 _log = logging.getLogger(__name__)
 
 LOCK_NAME = ".gtn-nas.lock"
+HEARTBEAT_S = 10.0  # how often a holder touches its lock files
+STALE_S = 120.0  # a lock of another host untouched this long is taken over
 
-_held: dict[Path, tuple[int, int]] = {}  # folder -> (fd, depth), this process's locks
+_held: dict[Path, tuple[int, int]] = {}  # lock file -> (fd, depth), this process's locks
+_beating = threading.Event()  # the heartbeat thread runs
 
 
 class FolderBusy(ConfigError):
@@ -57,15 +69,45 @@ def _describe(holder: dict) -> str:
             f"({holder.get('what', '?')})")
 
 
-def try_lock(folder: str | os.PathLike, what: str) -> bool:
-    """Takes the folder's lock if it is free (True) or already this process's; False when
-    another live process holds it."""
+def _heartbeat() -> None:
+    """Touches every lock file this process holds, every :data:`HEARTBEAT_S` seconds."""
+    while True:
+        time.sleep(HEARTBEAT_S)
+        for path in list(_held):
+            try:
+                os.utime(path)
+            except OSError:  # a folder removed under a holder: nothing to keep alive
+                pass
+
+
+def _start_heartbeat() -> None:
+    if not _beating.is_set():
+        _beating.set()
+        threading.Thread(target=_heartbeat, name="gtn-nas lock heartbeat", daemon=True).start()
+
+
+def _live_elsewhere(path: Path, holder: dict) -> float | None:
+    """Seconds since the heartbeat of ``holder``, a holder on another host whose lock is not
+    released and not stale; None otherwise (free, ours to take over)."""
+    if not holder.get("pid") or holder.get("released") \
+            or holder.get("host") in (None, socket.gethostname()):
+        return None
+    try:
+        age = time.time() - path.stat().st_mtime
+    except OSError:
+        return None
+    return age if age < STALE_S else None
+
+
+def try_lock(folder: str | os.PathLike, what: str, name: str = LOCK_NAME) -> bool:
+    """Takes the folder's lock (the lock file ``name`` in it) if it is free (True) or already
+    this process's; False when another live process holds it."""
     folder = Path(folder).resolve()
-    if folder in _held:
-        fd, depth = _held[folder]
-        _held[folder] = (fd, depth + 1)
+    path = folder / name
+    if path in _held:
+        fd, depth = _held[path]
+        _held[path] = (fd, depth + 1)
         return True
-    path = folder / LOCK_NAME
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"{folder} is a file, not a run directory; choose another --out")
     try:
@@ -80,26 +122,34 @@ def try_lock(folder: str | os.PathLike, what: str) -> bool:
         os.close(fd)
         return False
     previous = _holder(path)
-    if previous.get("pid") and previous.get("host") == socket.gethostname() \
-            and not previous.get("released"):
-        _log.warning("%s: took over the lock of %s, which is no longer running", folder,
-                     _describe(previous))
+    if _live_elsewhere(path, previous) is not None:  # flock not shared with that host
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+        return False
+    if previous.get("pid") and not previous.get("released"):
+        if previous.get("host") == socket.gethostname():
+            _log.warning("%s: took over the lock of %s, which is no longer running", folder,
+                         _describe(previous))
+        else:
+            _log.warning("%s: took over the lock of %s, whose heartbeat stopped over %.0f s "
+                         "ago", folder, _describe(previous), STALE_S)
     record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
               "what": what, "argv": sys.argv[:6]}
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps(record).encode(), 0)
-    _held[folder] = (fd, 1)
+    _held[path] = (fd, 1)
+    _start_heartbeat()
     return True
 
 
-def release(folder: str | os.PathLike) -> None:
-    """Releases one level of this process's lock on ``folder``."""
-    folder = Path(folder).resolve()
-    fd, depth = _held[folder]
+def release(folder: str | os.PathLike, name: str = LOCK_NAME) -> None:
+    """Releases one level of this process's lock on ``folder`` (its lock file ``name``)."""
+    path = Path(folder).resolve() / name
+    fd, depth = _held[path]
     if depth > 1:
-        _held[folder] = (fd, depth - 1)
+        _held[path] = (fd, depth - 1)
         return
-    del _held[folder]
+    del _held[path]
     try:
         holder = json.loads(os.pread(fd, 4096, 0) or b"{}")
         holder["released"] = time.time()
@@ -111,18 +161,30 @@ def release(folder: str | os.PathLike) -> None:
     os.close(fd)
 
 
+def busy_message(folder: str | os.PathLike, name: str = LOCK_NAME,
+                 target: str | os.PathLike | None = None) -> str:
+    """The one line that refuses a second writer of ``target`` (default: ``folder``)."""
+    path = Path(folder) / name
+    holder = _holder(path)
+    age = _live_elsewhere(path, holder)
+    beat = "" if age is None else \
+        f", heartbeat {age:.0f} s ago (taken over after {STALE_S:.0f} s without one)"
+    return (f"{target or folder} is being written by {_describe(holder)}{beat}; wait for it "
+            f"to finish or choose another --out")
+
+
 @contextlib.contextmanager
-def folder_lock(folder: str | os.PathLike, what: str) -> Iterator[None]:
-    """Holds ``folder``'s lock for the block.
+def folder_lock(folder: str | os.PathLike, what: str, name: str = LOCK_NAME,
+                target: str | os.PathLike | None = None) -> Iterator[None]:
+    """Holds ``folder``'s lock (its lock file ``name``) for the block; ``target`` is what the
+    refusal names (default: the folder).
 
     Raises:
         FolderBusy: another live process holds it (one line naming the holder).
     """
-    if not try_lock(folder, what):
-        holder = _describe(_holder(Path(folder) / LOCK_NAME))
-        raise FolderBusy(f"{folder} is being written by {holder}; wait for it to finish or "
-                         f"choose another --out")
+    if not try_lock(folder, what, name):
+        raise FolderBusy(busy_message(folder, name, target))
     try:
         yield
     finally:
-        release(folder)
+        release(folder, name)

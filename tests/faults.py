@@ -96,6 +96,8 @@ class Stage:
         since runs record their paths (the distill stage's teacher path, for one).
         delay: (low, high) seconds of the random kill delay after the marker.
         delays: Per-marker (low, high), e.g. from a reference's :attr:`Completed.marker_times`.
+        measured: The command writes measurements (``profile``'s latency table): a trial is
+        compared with the reference by the structure of its files, not their values.
     """
 
     name: str
@@ -104,6 +106,7 @@ class Stage:
     markers: tuple[str, ...] = ("",)
     delay: tuple[float, float] = (0.0, 5.0)
     delays: dict[str, tuple[float, float]] | None = None  # per marker, overriding ``delay``
+    measured: bool = False  # its files hold timings: compared by structure (see compare_runs)
 
     def command(self, out: Path, resume: bool = False) -> list[str]:
         """The command line for ``out``, which is given relative to its parent folder (the
@@ -132,6 +135,20 @@ def run_stage(config: Path, delay: tuple[float, float] = (0.0, 12.0)) -> Stage:
                  lambda out: ["run", "--config", str(config), "--out", str(out), "--resume"],
                  markers=("", "run.json", "teacher/metrics.jsonl", "search/*/students/*.yaml",
                           "distill/*/*/seed*/metrics.jsonl"), delay=delay)
+
+
+def search_stage(options: Sequence[str], delay: tuple[float, float] = (0.0, 4.0)) -> Stage:
+    """``gtn-nas search OPTIONS --out OUT``, resumed by running it again (a search starts
+    over; seeded, it writes the same files)."""
+    return Stage("search", lambda out: ["search", *options, "--out", str(out)],
+                 markers=("", "students/*.yaml"), delay=delay)
+
+
+def profile_stage(options: Sequence[str], delay: tuple[float, float] = (0.0, 8.0)) -> Stage:
+    """``gtn-nas profile OPTIONS --out OUT/table.json``, resumed by running it again (a
+    killed build starts over and writes its table once, at the end)."""
+    return Stage("profile", lambda out: ["profile", *options, "--out", str(out / "table.json")],
+                 markers=("",), delay=delay, measured=True)
 
 
 @dataclass
@@ -378,8 +395,31 @@ def _structured(path: Path) -> Any:
     return strip_timing(json.loads(text) if path.suffix == ".json" else yaml.safe_load(text))
 
 
-def compare_runs(reference: Path, trial: Path) -> Comparison:
-    """Compares every file of ``trial`` with ``reference`` (see the module docstring)."""
+def _shape(value: Any, path: str = "") -> set[str]:
+    """The key paths of a JSON value (list items by position), without its values."""
+    if isinstance(value, dict):
+        return {p for key, item in value.items() for p in _shape(item, f"{path}/{key}")}
+    if isinstance(value, list):
+        return {p for index, item in enumerate(value) for p in _shape(item, f"{path}[{index}]")}
+    return {path}
+
+
+def _check_table(path: Path, result: Comparison) -> None:
+    """A latency table must load (gtn-nas's own reader, format checked)."""
+    from gtn_nas.errors import ConfigError
+    from gtn_nas.hardware.latency_predictor import LatencyTable
+
+    try:
+        LatencyTable.load(path, check_machine=False)
+    except (ConfigError, TypeError, KeyError, ValueError) as exc:
+        result.corrupt.append(f"{path.name} (does not load: {exc})")
+
+
+def compare_runs(reference: Path, trial: Path, measured: bool = False) -> Comparison:
+    """Compares every file of ``trial`` with ``reference`` (see the module docstring).
+
+    With ``measured`` (a stage whose files hold timings, :attr:`Stage.measured`), JSON files are
+    compared by their key paths and list lengths only, and every latency table must load."""
     result = Comparison()
     result.stray = sorted(str(p.relative_to(trial)) for p in trial.rglob(".*.tmp"))
     ref_files = {str(p.relative_to(reference)) for p in reference.rglob("*") if p.is_file()
@@ -401,6 +441,12 @@ def compare_runs(reference: Path, trial: Path) -> Comparison:
             elif name.endswith("metrics.csv"):
                 if _metrics_csv(ref) != _metrics_csv(new):
                     result.metrics.append(name)
+            elif measured and name.endswith(".json"):
+                if _shape(json.loads(ref.read_text())) != _shape(json.loads(new.read_text())):
+                    result.summaries.append(name)
+                data = json.loads(new.read_text())
+                if isinstance(data, dict) and "gtn-nas-latency" in str(data.get("format")):
+                    _check_table(new, result)
             elif name.endswith((".json", ".yaml", ".yml")):
                 if _structured(ref) != _structured(new):
                     result.summaries.append(name)

@@ -82,6 +82,17 @@ def files(tmp_path_factory):
     made["student"] = save_student(root / "student_best.pt",
                                    space.freeze(space.preset("s_nas_s"), seed=0), space,
                                    space.preset("s_nas_s"))
+    # students of a wrong type: a number, a float, a bool, a list where a choice goes; a list
+    # or a CSV where a mapping goes
+    for name, text in {"op_number": "layer1/op: 3\n",
+                       "kernel_float": "layer1/op: resblock\nlayer1/kernel: 3.5\n",
+                       "depth_bool": "layer1/op: resblock\nlayer1/depth: true\n",
+                       "op_list": "layer1/op: [resblock]\n",
+                       "top_list": "- layer1/op\n- resblock\n"}.items():
+        made[f"student_{name}"] = root / f"{name}.yaml"
+        made[f"student_{name}"].write_text(text)
+    made["student_csv"] = root / "students.csv"
+    made["student_csv"].write_text("layer1/op,layer1/kernel\nresblock,3\n")
     made["file"] = root / "a_file"
     made["file"].write_text("not a folder\n")
     (root / "empty").mkdir()
@@ -189,6 +200,15 @@ CASES = [
                                "--out", "{out}"], "imagefolder"),
     ("fashion-empty-root", [*TEACHER, "--data", "fashion-mnist", "--data-root", "{empty}",
                             "--out", "{out}"], "fashion-mnist"),
+    # ---- students of a wrong type (checked before any training)
+    *[(f"distill-student-{kind}", [*DISTILL[:4], "{student_%s}" % kind, *DISTILL[5:],
+                                    "--out", "{out}"], "{student_%s}: %s" % (kind, message))
+      for kind, message in (("op_number", "layer1/op: 3 is not allowed"),
+                            ("kernel_float", "layer1/kernel: 3.5 is not allowed"),
+                            ("depth_bool", "layer1/depth: True is not allowed"),
+                            ("op_list", "layer1/op: ['resblock'] is not allowed"),
+                            ("top_list", "expected a mapping label -> value, got list"),
+                            ("csv", "expected a mapping label -> value, got str"))],
     # ---- a teacher of another class count or space
     ("distill-teacher-5-classes", [*DISTILL[:2], "{t5}", *DISTILL[3:], "--out", "{out}"],
      "has 5 classes"),

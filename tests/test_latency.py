@@ -282,3 +282,40 @@ def test_profile_command_prints_and_stores_its_validation(tmp_path, capsys):
     stored = json.loads(out.read_text())["validation"]
     assert {"mape", "rmspe", "within_5pct", "within_10pct", "worst", "under_1ms",
             "over_1ms", "rows"} <= set(stored)
+
+
+def test_the_kill_harness_compares_tables_by_structure_and_requires_them_to_load(table,
+                                                                                 tmp_path):
+    """bench/fault_injection.py's profile trials: a table's values are timings (never equal
+    twice), so a trial's table passes with other numbers, and fails with another structure
+    or when it does not load."""
+    import json
+    from faults import compare_runs
+
+    reference, trial = tmp_path / "ref", tmp_path / "cut"
+    table.save(reference / "table.json")
+    data = json.loads((reference / "table.json").read_text())
+
+    def trial_with(change) -> list[str]:
+        changed = json.loads(json.dumps(data))
+        change(changed)
+        trial.mkdir(exist_ok=True)
+        (trial / "table.json").write_text(json.dumps(changed))
+        return compare_runs(reference, trial, measured=True).problems()
+
+    def retimed(d):
+        def scaled(value):
+            if isinstance(value, dict):
+                return {k: scaled(v) for k, v in value.items()}
+            if isinstance(value, list):
+                return [scaled(v) for v in value]
+            return value * 1.7 if isinstance(value, float) else value
+
+        d["steps"], d["kernels"] = scaled(d["steps"]), scaled(d["kernels"])
+        d["build_seconds"] += 3
+
+    assert trial_with(retimed) == []
+    assert trial_with(lambda d: d["validation"].pop("mape")) == ["summaries: table.json"]
+    problems = trial_with(lambda d: d.update(format="gtn-nas-latency-table/1"))
+    assert len(problems) == 1 and problems[0].startswith("corrupt: table.json (does not load")
+    assert compare_runs(reference, trial).problems() == ["summaries: table.json"]  # by value

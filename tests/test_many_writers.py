@@ -94,3 +94,93 @@ def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path, caplog):
     taken = [r.getMessage() for r in caplog.records if "took over" in r.getMessage()]
     assert len(taken) == 1 and f"pid {holder.pid}" in taken[0], taken
     assert json.loads((folder / LOCK_NAME).read_text())["released"]
+
+
+def hold_lock(folder: Path, what: str, name: str = LOCK_NAME, heartbeat_s: float = 10.0
+              ) -> subprocess.Popen:
+    """A live process holding ``folder``'s lock (``name``) until killed."""
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; sys.path.insert(0, sys.argv[1]); import gtn_nas.locks as locks;"
+        "locks.HEARTBEAT_S = float(sys.argv[5]);"
+        "locks.try_lock(sys.argv[2], sys.argv[3], sys.argv[4]);"
+        "print('locked', flush=True); time.sleep(120)"),
+        str(Path(__file__).resolve().parents[1]), str(folder), what, name, str(heartbeat_s)],
+        stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    return holder
+
+
+def test_search_and_profile_refuse_a_second_writer(tmp_path, capsys):
+    from gtn_nas.cli import main
+
+    search_out, table = tmp_path / "search", tmp_path / "tables" / "cpu.json"
+    holders = [hold_lock(search_out, "gtn-nas search"),
+               hold_lock(table.parent, "gtn-nas profile", f".{table.name}.lock")]
+    try:
+        tiny = ["--width-mult", "0.25", "--input-size", "8"]
+        assert main(["search", "--hw", "jetson", *tiny, "--latency-mode", "estimate",
+                     "--budget-evals", "6", "--out", str(search_out)]) == 2
+        search_err = capsys.readouterr().err.strip()
+        assert main(["profile", "--hw", "host_cpu", *tiny, "--out", str(table)]) == 2
+        profile_err = capsys.readouterr().err.strip()
+    finally:
+        for holder in holders:
+            holder.kill()
+            holder.wait()
+    assert search_err.count("\n") == 0 and profile_err.count("\n") == 0
+    assert f"{search_out} is being written by pid {holders[0].pid} on " in search_err
+    assert "(gtn-nas search)" in search_err
+    assert f"{table} is being written by pid {holders[1].pid} on " in profile_err
+    assert "(gtn-nas profile)" in profile_err
+    assert list(search_out.iterdir()) == [search_out / LOCK_NAME]  # nothing written
+    assert not table.exists()
+    # another device's table in the same folder is not blocked by that lock
+    assert try_lock(table.parent, "profile", ".other.json.lock")
+    release(table.parent, ".other.json.lock")
+
+
+def test_a_holder_keeps_its_heartbeat(tmp_path):
+    folder = tmp_path / "run"
+    holder = hold_lock(folder, "training", heartbeat_s=0.1)
+    try:
+        os.utime(folder / LOCK_NAME, (0, 0))  # as if its last beat were long ago
+        deadline = time.monotonic() + 30
+        while (folder / LOCK_NAME).stat().st_mtime < time.time() - 60:
+            assert time.monotonic() < deadline, "the holder never touched its lock file"
+            time.sleep(0.05)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_holder_on_another_host_is_kept_by_its_heartbeat_and_taken_over_without_it(
+        tmp_path, caplog):
+    """Where flock is not shared between hosts, the lock file's heartbeat (its mtime) keeps a
+    holder on another host; past STALE_S without a beat its lock is taken over."""
+    import gtn_nas.locks as locks
+
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    path = folder / LOCK_NAME
+    path.write_text(json.dumps({"pid": 4242, "host": "node-17", "started": time.time() - 600,
+                                "what": "training"}))
+    assert not try_lock(folder, "training"), "a fresh heartbeat on another host keeps the lock"
+    try:
+        with folder_lock(folder, "training"):
+            raise AssertionError("the lock was taken")
+    except locks.FolderBusy as exc:
+        message = str(exc)
+    assert re.search(r"is being written by pid 4242 on node-17 since .* \(training\), "
+                     r"heartbeat \d+ s ago \(taken over after 120 s without one\)", message)
+    old = time.time() - locks.STALE_S - 5
+    os.utime(path, (old, old))
+    with caplog.at_level(logging.WARNING, logger="gtn_nas.locks"):
+        with folder_lock(folder, "training"):
+            assert json.loads(path.read_text())["pid"] == os.getpid()
+    taken = [r.getMessage() for r in caplog.records if "took over" in r.getMessage()]
+    assert len(taken) == 1 and "pid 4242 on node-17" in taken[0] and "heartbeat stopped" \
+        in taken[0], taken
+    # a released lock of another host is free at once
+    path.write_text(json.dumps({"pid": 4242, "host": "node-17", "released": time.time()}))
+    assert try_lock(folder, "training")
+    release(folder)

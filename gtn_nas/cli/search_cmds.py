@@ -6,13 +6,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from gtn_nas.fileio import remove_stale_temporaries
+from gtn_nas.locks import folder_lock
 from gtn_nas.cli.common import (add_space_arguments, log, out, prepare_output_dir, progress_bar,
                                space_for_profile)
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
     from gtn_nas.errors import ConfigError
-    from gtn_nas.hardware.latency_build import build_latency_table, describe_metrics, plot_validation
     from gtn_nas.hardware.profiles import load_profile
 
     profile = load_profile(args.hw)
@@ -20,8 +21,24 @@ def cmd_profile(args: argparse.Namespace) -> int:
     path = args.out or profile.latency_table_path()
     if path is None:
         raise ConfigError(f"profile {profile.name} names no latency_table file; pass --out")
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path} is a directory; --out names the table file to write")
     if not profile.device.runs_here:
         log.warning("building a table for %s: run this on that device itself", profile.name)
+    # one writer per table (a lock file beside it); a killed build's temporaries removed; a
+    # killed build starts over (its measurements are timings, not worth resuming) and never
+    # leaves a table: the file is written once, atomically, at the end
+    prepare_output_dir(str(path.parent))
+    with folder_lock(path.parent, "gtn-nas profile", name=f".{path.name}.lock", target=path):
+        for stale in remove_stale_temporaries(path.parent):
+            log.info("removed %s, left by a killed build", stale.name)
+        return _build_table(args, profile, space, path)
+
+
+def _build_table(args: argparse.Namespace, profile, space, path: Path) -> int:
+    from gtn_nas.hardware.latency_build import build_latency_table, describe_metrics, plot_validation
+
     table = build_latency_table(space, profile, seed=args.seed,
                                 fit_students=args.fit_students,
                                 adaptive_rounds=args.adaptive_rounds,
@@ -29,8 +46,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
                                 validation_students=args.validation_students,
                                 noise_rounds=args.noise_rounds,
                                 progress=progress_bar("profile"))
-    path = table.save(path)
-    plot = plot_validation(table, Path(path).with_suffix(".png"))
+    plot = plot_validation(table, path.with_suffix(".png"))
+    path = table.save(path)  # last: a table on disk is a finished build
     machine = table.machine
     out(f"latency table for {profile.name} / {space.spec} {space.options}: "
         f"{len(table.steps)} unit steps, {len(table.kernels)} fused kernels, fitted on "
@@ -102,8 +119,6 @@ def _print_picks(result, paths, prefix: str = "  ") -> None:
 def cmd_search(args: argparse.Namespace) -> int:
     from gtn_nas.errors import ConfigError
     from gtn_nas.hardware.profiles import load_profile
-    from gtn_nas.search.strategy import run_multi_search
-    from gtn_nas.search.report import save_multi_search, save_search
 
     profiles = [load_profile(hw) for hw in args.hw]
     if args.latency_table and len(profiles) > 1:
@@ -112,6 +127,18 @@ def cmd_search(args: argparse.Namespace) -> int:
     names = "+".join(p.name for p in profiles)
     path = args.out or f"runs/search-{names}"
     prepare_output_dir(path)  # a bad --out fails now, not after the search
+    # one writer per folder; a search killed before its summary starts over (it is seeded,
+    # so the rerun writes the same files) and its temporaries are removed
+    with folder_lock(path, "gtn-nas search"):
+        for stale in remove_stale_temporaries(path):
+            log.info("removed %s, left by a killed search", stale.name)
+        return _search(args, profiles, path)
+
+
+def _search(args: argparse.Namespace, profiles, path: str) -> int:
+    from gtn_nas.search.strategy import run_multi_search
+    from gtn_nas.search.report import save_multi_search, save_search
+
     space, scorer, scored_by, score_notes = _search_space(args, profiles[0])
     actual = (space.in_channels, space.input_size, space.input_size)
     for profile in profiles:
