@@ -142,6 +142,15 @@ def study_tables(rows: list[dict[str, Any]], methods: Sequence[str]) -> tuple[li
             lines.append(f"| {student} | " + " | ".join(cells) + " |")
         lines.append("| **pool mean** | " + " | ".join(
             f"**{np.mean(v) * 100:.2f}**" if v else "-" for v in pool.values()) + " |")
+        common = [st for st in students if all(
+            by.get((t, _arm(t, method), st)) for t in columns)]
+        if common and len(common) < len(students):  # SFTN covers s/m/l only, say
+            cells = [np.mean([np.mean(list(by[(t, _arm(t, method), st)].values()))
+                              for st in common]) for t in columns]
+            lines.append(f"| **pool mean, {', '.join(common)} only** (every column has them) | "
+                         + " | ".join(f"**{c * 100:.2f}**" for c in cells) + " |")
+            summary.setdefault("pool_common", {})[method] = {
+                "students": common, **{t: float(c) for t, c in zip(columns, cells)}}
         lines.append("")
         summary["pool"][method] = {t: float(np.mean(v)) if v else None for t, v in pool.items()}
 
@@ -409,6 +418,80 @@ def cost_table(out: Path, records: dict[str, dict[str, Any]], scale: dict) -> li
     return lines
 
 
+RECIPE_KEYS = ("sampler", "alpha", "path_prior", "warmup_epochs", "full_branch", "sandwich",
+               "inplace_distill")
+
+
+def _recipe(out: Path, name: str) -> str:
+    """A teacher's recipe from its config.yaml (the GTN options that differ between variants)."""
+    import yaml
+
+    try:
+        config = yaml.safe_load((out / "teachers" / name / "config.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return "?"
+    epochs = (config.get("train") or {}).get("epochs", "?")
+    if config.get("method") == "gtn":
+        options = ", ".join(f"{k} {config[k]}" for k in RECIPE_KEYS if k in config)
+        return f"GTN, {options}, {epochs} epochs"
+    if config.get("method") == "sftn":
+        return (f"SFTN for {Path(str(config.get('student'))).stem}, alpha {config.get('alpha')}, "
+                f"{epochs} epochs")
+    return f"{config.get('method', '?')}, {epochs} epochs"
+
+
+def gtn_tried_table(out: Path, records: dict[str, dict[str, Any]], summary: dict,
+                    methods: Sequence[str]) -> list[str]:
+    """What was tried for GTN, at the same teacher epochs as every other teacher: each variant's
+    recipe, cost and result (paired differences from the study tables), and whether it meets
+    the target (>= +1.0 point over the standard teacher, interval above 0)."""
+    teachers = [n for n in records if n == "standard" or n.startswith("gtn-")]
+    sftn = [n for n in records if n.startswith("sftn-")]
+    if not teachers:
+        return ["(no teacher finished)", ""]
+    standard = records.get("standard", {}).get("wall_seconds")
+    header = ["teacher", "recipe", "teacher test top-1 %", "wall (s)", "cost vs standard"]
+    for method in methods:
+        header += [f"{method.upper()}: vs standard", f"{method.upper()}: vs alone"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+
+    def delta(method: str, a: str, b: str) -> str:
+        d = summary.get("deltas", {}).get(method, {}).get(f"{a} - {b}")
+        if not d:
+            return "-"
+        return f"{d['mean']:+.2f} [{d['ci'][0]:+.2f}, {d['ci'][1]:+.2f}] ({d['pairs']} pairs)"
+
+    rows = [(n, _recipe(out, n), records[n].get("test_acc"), records[n]["wall_seconds"])
+            for n in teachers]
+    if sftn:
+        accs = [records[n]["test_acc"] for n in sftn if records[n].get("test_acc") is not None]
+        rows.append(("sftn", f"one SFTN teacher per student ({', '.join(sftn)})",
+                     float(np.mean(accs)) if accs else None,
+                     float(np.mean([records[n]["wall_seconds"] for n in sftn]))))
+    for name, recipe, acc, wall in rows:
+        cells = [name, recipe, f"{acc * 100:.1f}" if acc is not None else "-", f"{wall:.0f}"
+                 + (" per teacher" if name == "sftn" else ""),
+                 f"{wall / standard:.2f}x" if standard else "-"]
+        for method in methods:
+            cells += ["-" if name == "standard" else delta(method, name, "standard"),
+                      delta(method, name, "baseline")]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    for name in teachers:
+        if name == "standard":
+            continue
+        for method in methods:
+            d = summary.get("deltas", {}).get(method, {}).get(f"{name} - standard")
+            if d:
+                met = d["mean"] >= 1.0 and d["ci"][0] > 0
+                lines.append(f"- {name}, {method.upper()}: {d['mean']:+.2f} points over the "
+                             f"standard teacher, 95% CI [{d['ci'][0]:+.2f}, {d['ci'][1]:+.2f}], "
+                             f"detects {d['detectable']} points: target (>= +1.0, CI above 0) "
+                             f"{'**met**' if met else '**not met**'}.")
+    lines.append("")
+    return lines
+
+
 def speed_lines(out: Path) -> list[str]:
     speed = _read(out / "speed.json")
     if not speed:
@@ -455,8 +538,11 @@ def write_report(out: Path, *, scale: dict, machine: str, wall: float) -> Path:
         "## Students", "",
         "| student | params | MFLOPs |", "|---|---|---|"]
     students = 3 + int(scale["random_students"])
-    teachers = 2 + len(scale.get("samplers", ()))  # standard, SFTN, one GTN per sampler
-    planned = (len(scale["methods"]) * teachers + 1) * students * len(scale["seeds"])
+    sftn_students = students if scale.get("sftn_random", True) else 3
+    per_seed = (len(scale["methods"]) * ((1 + len(scale.get("samplers", ()))) * students
+                                         + sftn_students)
+                + len(scale.get("baselines", ("baseline",))) * students)
+    planned = per_seed * len(scale["seeds"])
     proxy_done = len(list((out / "proxy" / "distill").glob("*/seed*/result.json")))
     lines[6:6] = [f"Finished: {len(rows)} of {planned} teacher-study jobs, {proxy_done} of "
                   f"{scale['proxy_students']} proxy-study jobs"
@@ -472,6 +558,12 @@ def write_report(out: Path, *, scale: dict, machine: str, wall: float) -> Path:
         lines += ["", f"s/m/l: host_cpu search ({search.get('scored_by', '')}), "
                   f"{search.get('seconds', 0):.0f} s."]
     lines += ["", "## Teacher study", "", "![teacher study](teacher_study.png)", ""] + study
+    lines += ["## What was tried for GTN", "",
+              f"Every teacher trained {scale['teacher_epochs']} epochs on the same "
+              f"{scale['limit']} images (equal budget in epochs; the cost column says what "
+              f"each epoch costs). Differences in points of student test top-1, paired over "
+              f"(student, seed), 95% bootstrap intervals.", ""]
+    lines += gtn_tried_table(out, records, summary, scale["methods"])
     lines += ["## Teachers and cost", ""] + cost_table(out, records, scale)
     lines += ["## Proxy study", "", "![proxy scatter](proxy_scatter.png)", ""] + proxy
     lines += ["## Speed", ""] + speed_lines(out)

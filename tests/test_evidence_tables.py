@@ -171,3 +171,40 @@ def test_combined_scores_and_the_top_pick_check_on_planted_pools():
     assert tables.top_pick_hits(-acc, acc, mflops) == [False, False, False]
     assert tables.top_pick_rate(acc, acc, mflops, rounds=50) == 1.0
     assert tables.top_pick_rate(-acc, acc, mflops, rounds=50) == 0.0
+
+
+def test_gtn_tried_table_and_the_pool_of_the_students_every_teacher_has(study):
+    """SFTN for s/m/l only: the table adds the pool mean over the students every column has;
+    the 'what was tried for GTN' table gives each variant's recipe, cost and planted result,
+    and says whether the target is met."""
+    import shutil
+
+    import yaml
+
+    shutil.rmtree(study / "distill" / "sftn-random00")
+    for name, wall, config in (
+            ("standard", 100.0, {"method": "standard", "train": {"epochs": 15}}),
+            ("gtn-uniform", 250.0, {"method": "gtn", "sampler": "uniform", "alpha": 1.0,
+                                    "path_prior": "student", "warmup_epochs": 0,
+                                    "train": {"epochs": 15}}),
+            ("sftn-s", 180.0, {"method": "sftn", "student": "/x/s.yaml", "alpha": 1.0,
+                               "train": {"epochs": 15}})):
+        folder = study / "teachers" / name
+        folder.mkdir(parents=True)
+        (folder / "done.json").write_text(json.dumps({"wall_seconds": wall}))
+        (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    rows = tables.distill_results(study)
+    lines, summary = tables.study_tables(rows, ["kd"])
+    common = summary["pool_common"]["kd"]
+    assert common["students"] == ["l", "m", "s"]
+    assert common["gtn-uniform"] - common["sftn"] == pytest.approx(0.03)
+    assert any(line.startswith("| **pool mean, l, m, s only**") for line in lines)
+    records = tables.teacher_records(study)
+    text = "\n".join(tables.gtn_tried_table(study, records, summary, ["kd"]))
+    assert ("| gtn-uniform | GTN, sampler uniform, alpha 1.0, path_prior student, "
+            "warmup_epochs 0, 15 epochs | - | 250 | 2.50x | +2.00 [+2.00, +2.00] (12 pairs) | "
+            "+1.50 [+1.50, +1.50] (12 pairs) |") in text
+    assert "| sftn | one SFTN teacher per student (sftn-s) | - | 180 per teacher | 1.80x | " \
+           "-1.00 [-1.00, -1.00] (9 pairs) |" in text
+    assert "gtn-uniform, KD: +2.00 points over the standard teacher" in text
+    assert "target (>= +1.0, CI above 0) **met**" in text
