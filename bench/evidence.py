@@ -57,7 +57,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from evidence_tables import write_report  # noqa: E402
+from evidence_tables import splice_report, write_report  # noqa: E402
 
 SPACE = "resnet_supernet"
 WIDTH = 0.25
@@ -602,6 +602,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Scale
     parser.add_argument("--out", default="runs/evidence")
     parser.add_argument("--quick", action="store_true", help="a reduced study in minutes")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--docs", help="also splice the report into this Markdown file "
+                                       "between its evidence markers (docs/BENCHMARKS.md), "
+                                       "its figures copied to docs/evidence/")
     parser.add_argument("--stages",
                         default="search,teachers,distill,proxy,cost,speed,latency,e2e,report")
     for field in dataclasses.fields(Scale):
@@ -620,6 +623,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Scale
             parts = [p.strip() for p in value.split(",") if p.strip()]
             changes[field.name] = tuple(int(p) if isinstance(default[0], int) else p
                                         for p in parts)
+        elif isinstance(default, bool):
+            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                parser.error(f"--{field.name.replace('_', '-')}: expected true or false, "
+                             f"got {value!r}")
+            changes[field.name] = value.lower() in ("true", "1", "yes")
         else:
             try:
                 changes[field.name] = type(default)(value)
@@ -662,6 +670,8 @@ def main(argv: list[str] | None = None) -> int:
         report = write_report(out, scale=dataclasses.asdict(scale),
                               machine=machine_line(), wall=time.perf_counter() - started)
         say(f"report: {report}")
+        if args.docs:
+            say(f"docs: {splice_report(report, Path(args.docs))}")
     for failure in failures:
         say(f"FAILED {failure['name']}: {failure['error']}")
     return 1 if failures else 0

@@ -580,3 +580,35 @@ def write_report(out: Path, *, scale: dict, machine: str, wall: float) -> Path:
         {"scale": scale, "machine": machine, "study": summary, "proxy": proxy_summary,
          "teachers": records}, indent=1, default=str))
     return path
+
+
+BEGIN, END = "<!-- evidence:begin -->", "<!-- evidence:end -->"
+
+
+def splice_report(report: Path, doc: Path) -> Path:
+    """Replaces the text between ``doc``'s evidence markers with ``report`` (EVIDENCE.md without
+    its title, headings one level down), copying its figures into ``doc``'s ``evidence/``
+    folder and pointing the image links there. The text outside the markers (the curated
+    headlines) is left as it is.
+
+    Raises:
+        SystemExit: ``doc`` lacks the markers (one line).
+    """
+    import re
+    import shutil
+
+    text = doc.read_text()
+    if text.count(BEGIN) != 1 or text.count(END) != 1 or text.index(BEGIN) > text.index(END):
+        raise SystemExit(f"evidence: {doc} needs one {BEGIN} ... {END} pair to splice into")
+    figures = doc.parent / "evidence"
+    figures.mkdir(exist_ok=True)
+    body = report.read_text().split("\n", 1)[1].strip()  # without "# Evidence study"
+    for name in sorted(set(re.findall(r"\]\(([\w.-]+\.png)\)", body))):
+        if (report.parent / name).is_file():
+            shutil.copyfile(report.parent / name, figures / name)
+        body = body.replace(f"]({name})", f"](evidence/{name})")
+    body = re.sub(r"^(#+) ", lambda m: "#" + m.group(1) + " ", body, flags=re.M)
+    head, rest = text.split(BEGIN)
+    _, tail = rest.split(END)
+    doc.write_text(f"{head}{BEGIN}\n{body}\n{END}{tail}")
+    return doc

@@ -208,3 +208,30 @@ def test_gtn_tried_table_and_the_pool_of_the_students_every_teacher_has(study):
            "-1.00 [-1.00, -1.00] (9 pairs) |" in text
     assert "gtn-uniform, KD: +2.00 points over the standard teacher" in text
     assert "target (>= +1.0, CI above 0) **met**" in text
+
+
+def test_the_report_is_spliced_between_the_docs_markers(study, tmp_path):
+    path = tables.write_report(study, scale=SCALE, machine="test machine", wall=60.0)
+    doc = tmp_path / "docs" / "BENCHMARKS.md"
+    doc.parent.mkdir()
+    doc.write_text(f"# Benchmarks\n\nHeadlines by hand.\n\n{tables.BEGIN}\nold tables\n"
+                   f"{tables.END}\n\n## Fault injection\n")
+    tables.splice_report(path, doc)
+    text = doc.read_text()
+    assert text.startswith("# Benchmarks\n\nHeadlines by hand.\n\n" + tables.BEGIN)
+    assert "old tables" not in text and text.endswith(tables.END + "\n\n## Fault injection\n")
+    assert "\n### Teacher study\n" in text and "\n## Teacher study\n" not in text
+    assert "![teacher study](evidence/teacher_study.png)" in text
+    assert (doc.parent / "evidence" / "teacher_study.png").stat().st_size > 1000
+    tables.splice_report(path, doc)  # again: the same document
+    assert doc.read_text() == text
+    doc.write_text("no markers\n")
+    with pytest.raises(SystemExit, match="needs one"):
+        tables.splice_report(path, doc)
+
+
+def test_boolean_scale_flags_parse_both_ways():
+    assert evidence.parse_args(["--sftn-random", "false"])[1].sftn_random is False
+    assert evidence.parse_args(["--sftn-random", "true"])[1].sftn_random is True
+    with pytest.raises(SystemExit):
+        evidence.parse_args(["--sftn-random", "maybe"])
