@@ -95,3 +95,40 @@ def test_a_distill_export_on_a_full_disk_is_one_line_and_the_rerun_finishes(tmp_
     assert main(command) == 0
     assert (job / "result.json").is_file() and (job / "student.onnx").is_file()
     assert not [p for p in (tmp_path / "distill").rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_a_search_report_on_a_full_disk_is_one_line_and_the_rerun_writes_it(tmp_path,
+                                                                            monkeypatch, capsys):
+    out, name = tmp_path / "search", "candidates.json"
+    command = ["search", "--hw", "jetson", "--width-mult", "0.25", "--input-size", "8",
+               "--latency-mode", "estimate", "--budget-evals", "8", "--out", str(out)]
+    with monkeypatch.context() as patch:
+        fail_writes(patch, name)
+        assert main(command) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"cannot write {out / name}" in err
+    assert not list(out.rglob("*.tmp"))
+    assert main(command) == 0
+    assert (out / name).is_file() and (out / "summary.md").is_file()
+
+
+def test_a_latency_table_on_a_full_disk_leaves_no_table(tmp_path, monkeypatch, capsys):
+    import yaml
+
+    from gtn_nas.hardware.profiles import PROFILES_DIR
+
+    profile = yaml.safe_load((PROFILES_DIR / "host_cpu.yaml").read_text())
+    profile.update(name="quick_cpu", latency_table=None,
+                   measurement={"warmup": 1, "repeats": 3, "statistic": "median"})
+    (tmp_path / "quick_cpu.yaml").write_text(yaml.safe_dump(profile))
+    table = tmp_path / "tables" / "cpu.json"
+    command = ["profile", "--hw", str(tmp_path / "quick_cpu.yaml"), "--width-mult", "0.25", "--input-size", "8",
+               "--fit-students", "4", "--adaptive-rounds", "0", "--validation-students", "2",
+               "--noise-rounds", "2", "--out", str(table)]
+    with monkeypatch.context() as patch:
+        fail_writes(patch, "cpu.json")
+        assert main(command) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"cannot write {table}" in err
+    assert "nothing was written to cpu.json" in err
+    assert not table.exists() and not list(table.parent.glob("*.tmp"))
