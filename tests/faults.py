@@ -404,6 +404,22 @@ def _shape(value: Any, path: str = "") -> set[str]:
     return {path}
 
 
+TABLE_FIXED = ("format", "space", "space_options", "profile", "input_shape", "providers",
+               "statistic", "protocol")
+"""Fields of a latency table that do not depend on the timings (what was measured, how)."""
+
+
+def _table_identity(data: dict) -> dict:
+    """What two builds of one table share whatever the machine's timings: the fixed fields,
+    the top-level keys, the unit steps and fused kernels it knows, and how many students it
+    was fitted and validated on (the model's form, trees or not, and which students fell
+    under 1 ms follow the timings)."""
+    return {"keys": sorted(data), **{k: data.get(k) for k in TABLE_FIXED},
+            "steps": sorted(data.get("steps", {})), "kernels": sorted(data.get("kernels", {})),
+            "fit_students": (data.get("fit") or {}).get("students"),
+            "validation_students": (data.get("validation") or {}).get("students")}
+
+
 def _check_table(path: Path, result: Comparison) -> None:
     """A latency table must load (gtn-nas's own reader, format checked)."""
     from gtn_nas.errors import ConfigError
@@ -418,8 +434,9 @@ def _check_table(path: Path, result: Comparison) -> None:
 def compare_runs(reference: Path, trial: Path, measured: bool = False) -> Comparison:
     """Compares every file of ``trial`` with ``reference`` (see the module docstring).
 
-    With ``measured`` (a stage whose files hold timings, :attr:`Stage.measured`), JSON files are
-    compared by their key paths and list lengths only, and every latency table must load."""
+    With ``measured`` (a stage whose files hold timings, :attr:`Stage.measured`), a latency
+    table must load and match the reference in what does not depend on timings
+    (:func:`_table_identity`); other JSON files are compared by key paths and list lengths."""
     result = Comparison()
     result.stray = sorted(str(p.relative_to(trial)) for p in trial.rglob(".*.tmp"))
     ref_files = {str(p.relative_to(reference)) for p in reference.rglob("*") if p.is_file()
@@ -442,11 +459,13 @@ def compare_runs(reference: Path, trial: Path, measured: bool = False) -> Compar
                 if _metrics_csv(ref) != _metrics_csv(new):
                     result.metrics.append(name)
             elif measured and name.endswith(".json"):
-                if _shape(json.loads(ref.read_text())) != _shape(json.loads(new.read_text())):
-                    result.summaries.append(name)
-                data = json.loads(new.read_text())
+                old, data = json.loads(ref.read_text()), json.loads(new.read_text())
                 if isinstance(data, dict) and "gtn-nas-latency" in str(data.get("format")):
+                    if _table_identity(old) != _table_identity(data):
+                        result.summaries.append(name)
                     _check_table(new, result)
+                elif _shape(old) != _shape(data):
+                    result.summaries.append(name)
             elif name.endswith((".json", ".yaml", ".yml")):
                 if _structured(ref) != _structured(new):
                     result.summaries.append(name)

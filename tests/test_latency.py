@@ -287,8 +287,8 @@ def test_profile_command_prints_and_stores_its_validation(tmp_path, capsys):
 def test_the_kill_harness_compares_tables_by_structure_and_requires_them_to_load(table,
                                                                                  tmp_path):
     """bench/fault_injection.py's profile trials: a table's values are timings (never equal
-    twice), so a trial's table passes with other numbers, and fails with another structure
-    or when it does not load."""
+    twice), so a trial's table passes with other numbers (and another model form), and fails
+    with other steps or student counts, or when it does not load."""
     import json
     from faults import compare_runs
 
@@ -315,7 +315,10 @@ def test_the_kill_harness_compares_tables_by_structure_and_requires_them_to_load
         d["build_seconds"] += 3
 
     assert trial_with(retimed) == []
-    assert trial_with(lambda d: d["validation"].pop("mape")) == ["summaries: table.json"]
+    assert trial_with(lambda d: d["model"].update(trees=None)) == []  # the timings decide
+    assert trial_with(lambda d: d["steps"].popitem()) == ["summaries: table.json"]
+    assert trial_with(lambda d: d["fit"].update(students=3)) == ["summaries: table.json"]
     problems = trial_with(lambda d: d.update(format="gtn-nas-latency-table/1"))
-    assert len(problems) == 1 and problems[0].startswith("corrupt: table.json (does not load")
+    assert problems[0] == "summaries: table.json"
+    assert problems[1].startswith("corrupt: table.json (does not load: ")
     assert compare_runs(reference, trial).problems() == ["summaries: table.json"]  # by value
