@@ -114,7 +114,8 @@ def test_search_cli_writes_all_outputs(tmp_path, capsys):
     assert code == 0, printed
     names = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
     assert names == {"candidates.json", "pareto.csv", "pareto.png", "summary.md",
-                     "students/s.yaml", "students/m.yaml", "students/l.yaml"}
+                     "students/s.yaml", "students/m.yaml", "students/l.yaml",
+                     ".gtn-nas.lock"}  # one writer per folder (gtn_nas.locks)
     candidates = json.loads((out / "candidates.json").read_text())["candidates"]
     assert len(candidates) >= 3
     pick = yaml.safe_load((out / "students" / "s.yaml").read_text())
