@@ -198,6 +198,28 @@ def test_fashion_malformed_file(tmp_path: Path, damage: str) -> None:
     assert "t10k-images-idx3-ubyte.gz" in _one_line(info)
 
 
+def test_fashion_label_out_of_range_names_the_file_the_item_and_the_value(tmp_path: Path
+                                                                          ) -> None:
+    arrays = _fake_fashion(tmp_path)
+    labels = arrays["train-labels-idx1-ubyte"].clone()
+    labels[13] = 12
+    _write_idx(tmp_path / "train-labels-idx1-ubyte.gz", labels, True)
+    with pytest.raises(DataError) as info:
+        load_dataset("fashion-mnist", root=tmp_path)
+    message = _one_line(info)
+    assert "train-labels-idx1-ubyte.gz" in message and "out of range 0..9" in message
+    assert "the first: 12 at item 13" in message
+
+
+def test_fashion_images_and_labels_of_different_lengths(tmp_path: Path) -> None:
+    arrays = _fake_fashion(tmp_path)
+    _write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", arrays["t10k-labels-idx1-ubyte"][:7], True)
+    with pytest.raises(DataError) as info:
+        load_dataset("fashion-mnist", root=tmp_path)
+    message = _one_line(info)
+    assert "(10 images)" in message and "(7 labels)" in message and "do not match" in message
+
+
 def test_fashion_missing_root_and_file(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere"
     with pytest.raises(DataError) as info:

@@ -72,9 +72,15 @@ def _fashion_part(root: Path, stem: str) -> tuple[Tensor, Tensor]:
                             f"{folders[1]}, not found; {_FASHION_HINT}")
         found[kind] = (path, _read_idx(path, 3 if kind.startswith("images") else 1))
     (image_path, images), (label_path, labels) = found["images-idx3"], found["labels-idx1"]
-    if len(images) != len(labels) or len(images) == 0 or int(labels.max()) >= 10:
+    if len(images) != len(labels) or len(images) == 0:
         raise DataError(f"fashion-mnist: {image_path} ({len(images)} images) and {label_path} "
-                        f"({len(labels)} labels, 0..9 expected) do not match; {_FASHION_HINT}")
+                        f"({len(labels)} labels) do not match; {_FASHION_HINT}")
+    wrong = torch.nonzero(labels >= len(FASHION_CLASSES)).flatten()
+    if len(wrong):
+        first = int(wrong[0])
+        raise DataError(f"fashion-mnist: {label_path} holds {len(wrong)} label(s) out of range "
+                        f"0..{len(FASHION_CLASSES) - 1} (the first: {int(labels[first])} at "
+                        f"item {first}); the file is damaged, {_FASHION_HINT}")
     return images.unsqueeze(1), labels.long()
 
 
