@@ -18,7 +18,11 @@ resumes where it stopped):
 1. ``search``: s/m/l for host_cpu (``gtn-nas run``'s search stage: NASWOT score, auto MFLOPs
    budgets, latency measured here) plus ``--random-students`` random students of the pool.
 2. ``teachers``: standard, SFTN (one per student), GTN (one per ``--samplers``), each trained
-   with the same recipe on the same data.
+   with the same recipe on the same data; and ``gtn-warmup``, the recipe ``gtn-nas run``
+   ships: a standard teacher for ``teacher_epochs - gtn_warmup`` epochs, then ``--gtn-warmup``
+   epochs of GTN fine-tuning (uniform sampler; the first half with the teacher frozen while the
+   branches warm up; a fifth of the learning rate, branch weight 0.3): the same teacher epochs
+   as every other teacher.
 3. ``distill``: every (teacher, method in KD/DKD, student, seed), plus each student without a
    teacher (``baseline``) and with label smoothing (``ls``); the proxy study's
    ``--proxy-students`` random students distilled (KD) from the standard teacher, seed 0, the
@@ -70,6 +74,9 @@ BASELINES = {"baseline": "none", "ls": "ls"}  # teacherless arms: folder -> meth
 PROXY_NOISE_STUDENTS = 10  # proxy students trained with a second seed (seed noise)
 PROXY_IMAGES = 1000  # validation images each branch score reads (the search's default: all)
 GTN_EVAL_PATHS = 2  # branch accuracies logged per epoch (diagnostics only; 8 costs ~4x the epoch)
+# gtn-warmup's fine-tuning, as gtn-nas run fine-tunes its pre-trained teacher (run/config.py)
+WARMUP_LR = 0.01  # a fifth of the pre-training's 0.05 (gtn-nas run's teacher.train.lr)
+WARMUP_ALPHA = 0.3
 
 
 @dataclasses.dataclass
@@ -91,6 +98,7 @@ class Scale:
     search_time_candidates: int = 2000
     latency_students: int = 100
     samplers: tuple[str, ...] = ("uniform", "learned")
+    gtn_warmup: int = 6  # GTN epochs of gtn-warmup after standard pre-training (0: not run)
     methods: tuple[str, ...] = ("kd", "dkd")
     baselines: tuple[str, ...] = ("baseline", "ls")
     batch_size: int = 64
@@ -101,7 +109,7 @@ THREADS_PER_WORKER = 1
 
 QUICK = Scale(limit=2000, labelled=500, teacher_epochs=3, student_epochs=8, seeds=(1, 2),
               random_students=1, proxy_students=6, search_evals=12, search_time_candidates=60,
-              latency_students=10)
+              latency_students=10, gtn_warmup=2)
 """Minutes, and above chance: teachers of 3 epochs on 2,000 images, students of 8 on 500."""
 
 
@@ -223,13 +231,29 @@ def teacher_tasks(out: Path, scale: Scale) -> list[dict[str, Any]]:
         tasks.append({"name": f"gtn-{sampler}",
                       "config": {**base, "method": "gtn", "sampler": sampler,
                                  "eval_paths": GTN_EVAL_PATHS}})
+    if scale.gtn_warmup:
+        tasks.append(warmup_task(base, scale))
     for file in sftn_students(out, scale):
         tasks.append({"name": f"sftn-{file.stem}",
                       "config": {**base, "method": "sftn", "student": str(file)}})
     for task in tasks:
+        task.setdefault("epochs", scale.teacher_epochs)
         task.update(kind="teacher", dir=str(out / "teachers" / task["name"]),
-                    epochs=scale.teacher_epochs, batch_size=scale.batch_size)
+                    batch_size=scale.batch_size)
     return tasks
+
+
+def warmup_task(base: dict[str, Any], scale: Scale) -> dict[str, Any]:
+    """gtn-warmup: ``teacher_epochs - gtn_warmup`` standard epochs (in its ``pretrain/``), then
+    ``gtn_warmup`` GTN epochs from those weights, half of them with the teacher frozen."""
+    pre_epochs = scale.teacher_epochs - scale.gtn_warmup
+    if scale.gtn_warmup < 2 or pre_epochs < 1:
+        raise SystemExit(f"evidence: --gtn-warmup must be 0 or in [2, teacher_epochs - 1] "
+                         f"(= {scale.teacher_epochs - 1}), got {scale.gtn_warmup}")
+    return {"name": "gtn-warmup", "epochs": scale.gtn_warmup, "lr": WARMUP_LR,
+            "pretrain": {"config": base, "epochs": pre_epochs},
+            "config": {**base, "method": "gtn", "sampler": "uniform", "alpha": WARMUP_ALPHA,
+                       "warmup_epochs": scale.gtn_warmup // 2, "eval_paths": GTN_EVAL_PATHS}}
 
 
 def distill_tasks(out: Path, scale: Scale) -> list[dict[str, Any]]:
@@ -237,7 +261,7 @@ def distill_tasks(out: Path, scale: Scale) -> list[dict[str, Any]]:
     students = [str(f) for f in student_files(out)]
     runs = []
     for method in scale.methods:
-        for teacher in ["standard"] + [f"gtn-{s}" for s in scale.samplers]:
+        for teacher in ["standard"] + gtn_teachers(scale):
             runs.append((teacher, method, students))
         for student in sftn_students(out, scale):
             runs.append((f"sftn-{student.stem}", method, [str(student)]))
@@ -259,6 +283,11 @@ def distill_tasks(out: Path, scale: Scale) -> list[dict[str, Any]]:
     tasks.sort(key=lambda t: (t["seed"], order.get(t["config"]["method"], 9)))
     first = [t for t in tasks if t["seed"] == scale.seeds[0]]
     return first + proxy_tasks + tasks[len(first):]
+
+
+def gtn_teachers(scale: Scale) -> list[str]:
+    """The GTN teachers' names: one per sampler, and gtn-warmup unless it is off."""
+    return [f"gtn-{s}" for s in scale.samplers] + (["gtn-warmup"] if scale.gtn_warmup else [])
 
 
 def _shards(folder: Path, teacher: str, method: str, students: list[str], seeds, out: Path,
@@ -331,24 +360,38 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
 
 def _train(task: dict[str, Any], recipe):
     return dataclasses.replace(recipe, epochs=task["epochs"], batch_size=task["batch_size"],
-                               schedule="cosine", progress=False, seed=0)
+                               schedule="cosine", progress=False, seed=0,
+                               lr=task.get("lr", recipe.lr))
 
 
 def _run_teacher(task: dict[str, Any]) -> None:
+    """Trains one teacher (after its standard pre-training, for gtn-warmup); done.json holds
+    the wall time of both and every epoch's seconds."""
+    started = time.perf_counter()
+    history = []
+    config = dict(task["config"])
+    if "pretrain" in task:
+        pre = {**task, **task["pretrain"], "dir": str(Path(task["dir"]) / "pretrain")}
+        pre.pop("lr")
+        pre_result = _train_teacher(pre)
+        history += pre_result.fit.history
+        config["teacher_weights"] = str(pre_result.teacher_path)
+    history += _train_teacher({**task, "config": config}).fit.history
+    write_json(Path(task["dir"]) / "done.json", {
+        "wall_seconds": round(time.perf_counter() - started, 1),
+        "epoch_seconds": [h.get("seconds") for h in history],
+        "final": {k: v for k, v in history[-1].items() if isinstance(v, (int, float))}})
+
+
+def _train_teacher(task: dict[str, Any]):
     from gtn_nas.config import from_mapping
     from gtn_nas.engine import TrainConfig
     from gtn_nas.teacher.train import TeacherRunConfig, train_teacher
 
     config = from_mapping(TeacherRunConfig, {**task["config"],
                                              "train": _train(task, TrainConfig())}, "teacher")
-    started = time.perf_counter()
     resume = (Path(task["dir"]) / "last.pt").exists()  # a killed teacher continues
-    result = train_teacher(config, task["dir"], resume=resume)
-    history = result.fit.history
-    write_json(Path(task["dir"]) / "done.json", {
-        "wall_seconds": round(time.perf_counter() - started, 1),
-        "epoch_seconds": [h.get("seconds") for h in history],
-        "final": {k: v for k, v in history[-1].items() if isinstance(v, (int, float))}})
+    return train_teacher(config, task["dir"], resume=resume)
 
 
 def _run_distill(task: dict[str, Any]) -> None:
@@ -641,9 +684,13 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     scale_path = out / "scale.json"
     previous = read_json(scale_path)
-    if previous is not None and previous != json.loads(json.dumps(dataclasses.asdict(scale))):
+    current = json.loads(json.dumps(dataclasses.asdict(scale)))
+    if previous is not None and previous != {k: v for k, v in current.items() if k in previous}:
         raise SystemExit(f"evidence: {out} holds a study at another scale ({previous}); "
                          f"choose another --out or the same options")
+    if previous is not None and set(current) - set(previous):  # a study older than a field
+        say(f"{out} predates {', '.join(sorted(set(current) - set(previous)))}: resuming adds "
+            f"their jobs ({', '.join(f'{k} {current[k]}' for k in current if k not in previous)})")
     ensure_fashion_mnist()
     write_json(scale_path, dataclasses.asdict(scale))
     stages = {s.strip() for s in args.stages.split(",")}
@@ -667,8 +714,11 @@ def main(argv: list[str] | None = None) -> int:
     if "e2e" in stages:
         e2e_stage(out)
     if "report" in stages:
+        tasks = distill_tasks(out, scale)
+        proxy = sum(Path(t["dir"]) == out / "proxy" / "distill" for t in tasks)
         report = write_report(out, scale=dataclasses.asdict(scale),
-                              machine=machine_line(), wall=time.perf_counter() - started)
+                              machine=machine_line(), wall=time.perf_counter() - started,
+                              planned=(len(tasks) - proxy, proxy))
         say(f"report: {report}")
         if args.docs:
             say(f"docs: {splice_report(report, Path(args.docs))}")

@@ -430,10 +430,20 @@ def _recipe(out: Path, name: str) -> str:
         config = yaml.safe_load((out / "teachers" / name / "config.yaml").read_text()) or {}
     except (OSError, yaml.YAMLError):
         return "?"
-    epochs = (config.get("train") or {}).get("epochs", "?")
+    train = config.get("train") or {}
+    epochs = train.get("epochs", "?")
     if config.get("method") == "gtn":
         options = ", ".join(f"{k} {config[k]}" for k in RECIPE_KEYS if k in config)
-        return f"GTN, {options}, {epochs} epochs"
+        if not config.get("teacher_weights"):
+            return f"GTN, {options}, {epochs} epochs"
+        try:  # gtn-warmup: fine-tuned from its own standard pre-training
+            pre = yaml.safe_load((out / "teachers" / name / "pretrain" / "config.yaml"
+                                  ).read_text()) or {}
+            pre_epochs = (pre.get("train") or {}).get("epochs", "?")
+        except (OSError, yaml.YAMLError):
+            pre_epochs = "?"
+        return (f"{pre_epochs} standard epochs, then GTN for {epochs} epochs at lr "
+                f"{train.get('lr', '?')} ({options})")
     if config.get("method") == "sftn":
         return (f"SFTN for {Path(str(config.get('student'))).stem}, alpha {config.get('alpha')}, "
                 f"{epochs} epochs")
@@ -513,7 +523,10 @@ def speed_lines(out: Path) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- report
-def write_report(out: Path, *, scale: dict, machine: str, wall: float) -> Path:
+def write_report(out: Path, *, scale: dict, machine: str, wall: float,
+                 planned: tuple[int, int] | None = None) -> Path:
+    """Writes EVIDENCE.md (and its PNGs, evidence.json) from what ``out`` holds; ``planned``:
+    how many teacher-study and proxy-study jobs the study runs (the "Finished" line)."""
     out = Path(out)
     rows = distill_results(out)
     records = teacher_records(out)
@@ -537,18 +550,12 @@ def write_report(out: Path, *, scale: dict, machine: str, wall: float) -> Path:
         f"{scale['proxy_students']} students.", "",
         "## Students", "",
         "| student | params | MFLOPs |", "|---|---|---|"]
-    students = 3 + int(scale["random_students"])
-    sftn_students = students if scale.get("sftn_random", True) else 3
-    per_seed = (len(scale["methods"]) * ((1 + len(scale.get("samplers", ()))) * students
-                                         + sftn_students)
-                + len(scale.get("baselines", ("baseline",))) * students)
-    planned = per_seed * len(scale["seeds"])
     proxy_done = len(list((out / "proxy" / "distill").glob("*/seed*/result.json")))
-    lines[6:6] = [f"Finished: {len(rows)} of {planned} teacher-study jobs, {proxy_done} of "
-                  f"{scale['proxy_students']} proxy-study jobs"
-                  + (" (**partial: a re-run of the same command finishes the rest**)."
-                     if len(rows) < planned or proxy_done < int(scale["proxy_students"])
-                     else "."), ""]
+    if planned:
+        lines[6:6] = [f"Finished: {len(rows)} of {planned[0]} teacher-study jobs, {proxy_done} "
+                      f"of {planned[1]} proxy-study jobs"
+                      + (" (**partial: a re-run of the same command finishes the rest**)."
+                         if len(rows) < planned[0] or proxy_done < planned[1] else "."), ""]
     seen = {}
     for r in rows:
         seen.setdefault(r["student"], r)

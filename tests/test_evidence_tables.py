@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -235,3 +236,80 @@ def test_boolean_scale_flags_parse_both_ways():
     assert evidence.parse_args(["--sftn-random", "true"])[1].sftn_random is True
     with pytest.raises(SystemExit):
         evidence.parse_args(["--sftn-random", "maybe"])
+
+
+def test_the_warmup_teacher_has_every_teachers_epochs_and_its_students_are_planned(tmp_path):
+    """gtn-warmup: standard pre-training for teacher_epochs - gtn_warmup epochs, then GTN for
+    gtn_warmup (half frozen) at the fine-tuning's learning rate; distilled like every GTN
+    teacher; off with 0; a value that leaves no pre-training is refused."""
+    scale = evidence.Scale(teacher_epochs=15, gtn_warmup=6, seeds=(1,), random_students=0,
+                           proxy_students=0)
+    (tmp_path / "students").mkdir()
+    for tier in ("s", "m", "l"):
+        (tmp_path / "students" / f"{tier}.yaml").write_text("{}\n")
+    tasks = {t["name"]: t for t in evidence.teacher_tasks(tmp_path, scale)}
+    warm = tasks["gtn-warmup"]
+    assert warm["epochs"] + warm["pretrain"]["epochs"] == tasks["standard"]["epochs"] == 15
+    assert warm["config"]["warmup_epochs"] == 3 and warm["config"]["alpha"] == 0.3
+    assert warm["config"]["method"] == "gtn" and warm["pretrain"]["config"]["method"] == "standard"
+    assert warm["lr"] == evidence.WARMUP_LR and "lr" not in tasks["gtn-uniform"]
+    teachers = {t["name"].split("/")[0] for t in evidence.distill_tasks(tmp_path, scale)}
+    assert "gtn-warmup" in teachers
+    off = dataclasses.replace(scale, gtn_warmup=0)
+    assert "gtn-warmup" not in {t["name"] for t in evidence.teacher_tasks(tmp_path, off)}
+    assert "gtn-warmup" not in {t["name"].split("/")[0]
+                                for t in evidence.distill_tasks(tmp_path, off)}
+    for bad in (1, 15):
+        with pytest.raises(SystemExit, match="--gtn-warmup must be 0 or in"):
+            evidence.teacher_tasks(tmp_path, dataclasses.replace(scale, gtn_warmup=bad))
+
+
+def test_a_warmup_teacher_trains_its_pretraining_then_gtn_from_its_weights(tmp_path):
+    """The two phases really run: pretrain/ holds a standard teacher of the pre-training's
+    epochs; the GTN run starts from its weights; done.json counts the epochs of both; a second
+    call finds both finished and trains nothing more."""
+    import torch
+    import yaml
+
+    base = {"method": "standard", "teacher": "tiny", "data": "digits", "space": "resnet_supernet",
+            "width_mult": 0.25}
+    task = {"name": "gtn-warmup", "kind": "teacher", "dir": str(tmp_path / "teachers" / "gtn-warmup"),
+            "epochs": 2, "lr": 0.01, "batch_size": 64,
+            "pretrain": {"config": base, "epochs": 1},
+            "config": {**base, "method": "gtn", "sampler": "uniform", "alpha": 0.3,
+                       "warmup_epochs": 1, "eval_paths": 1}}
+    torch.set_num_threads(1)
+    evidence._run_teacher(task)
+    folder = Path(task["dir"])
+    pre = yaml.safe_load((folder / "pretrain" / "config.yaml").read_text())
+    gtn = yaml.safe_load((folder / "config.yaml").read_text())
+    assert pre["method"] == "standard" and pre["train"]["epochs"] == 1
+    assert pre["train"]["lr"] == pytest.approx(0.05)
+    assert gtn["method"] == "gtn" and gtn["train"]["epochs"] == 2
+    assert gtn["train"]["lr"] == pytest.approx(0.01) and gtn["warmup_epochs"] == 1
+    assert gtn["teacher_weights"] == str(folder / "pretrain" / "teacher.pt")
+    done = json.loads((folder / "done.json").read_text())
+    assert len(done["epoch_seconds"]) == 3
+    assert "1 standard epochs, then GTN for 2 epochs at lr 0.01" in tables._recipe(
+        tmp_path, "gtn-warmup")
+    before = (folder / "last.pt").stat().st_mtime_ns
+    evidence._run_teacher(task)  # finished: resumes to the end at once
+    assert (folder / "last.pt").stat().st_mtime_ns == before
+
+
+def test_a_study_older_than_a_scale_field_resumes_with_that_fields_jobs(tmp_path, capsys):
+    current = json.loads(json.dumps(dataclasses.asdict(evidence.QUICK)))
+    older = {k: v for k, v in current.items() if k != "gtn_warmup"}
+    (tmp_path / "scale.json").write_text(json.dumps(older))
+    evidence.main(["--quick", "--out", str(tmp_path), "--stages", "none"])
+    assert "predates gtn_warmup: resuming adds their jobs (gtn_warmup 2)" in capsys.readouterr().out
+    assert json.loads((tmp_path / "scale.json").read_text()) == current
+    (tmp_path / "scale.json").write_text(json.dumps({**older, "limit": 1}))
+    with pytest.raises(SystemExit, match="another scale"):
+        evidence.main(["--quick", "--out", str(tmp_path), "--stages", "none"])
+
+
+def test_the_finished_line_counts_the_planned_jobs(study):
+    text = tables.write_report(study, scale=SCALE, machine="m", wall=1.0,
+                               planned=(70, 8)).read_text()
+    assert "Finished: 60 of 70 teacher-study jobs, 0 of 8 proxy-study jobs (**partial" in text
