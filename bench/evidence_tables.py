@@ -79,7 +79,11 @@ def teacher_records(out: Path) -> dict[str, dict[str, Any]]:
             if info:
                 test = info["test_acc"]
                 break
-        records[folder.name] = {**done, "test_acc": test}
+        epochs = [t for t in done.get("epoch_seconds", []) if t]
+        # the time a teacher costs: its epochs' seconds (training and validation), which a
+        # killed and resumed teacher counts once each; its last invocation's wall time if none
+        seconds = float(sum(epochs)) if epochs else done["wall_seconds"]
+        records[folder.name] = {**done, "seconds": seconds, "test_acc": test}
     return records
 
 
@@ -380,15 +384,17 @@ def cost_table(out: Path, records: dict[str, dict[str, Any]], scale: dict) -> li
     if not records:
         return ["(no teacher finished)", ""]
     steps = -(-int(scale["limit"]) // int(scale["batch_size"]))
-    lines = ["| teacher | test top-1 % | wall time (s) | s/epoch | ms/step | time vs standard |",
+    lines = ["Time: the sum of a teacher's epochs (training and validation; gtn-warmup's include "
+             "its pre-training), which a killed and resumed teacher counts once each.", "",
+             "| teacher | test top-1 % | time (s) | s/epoch | ms/step | time vs standard |",
              "|---|---|---|---|---|---|"]
-    standard = records.get("standard", {}).get("wall_seconds")
+    standard = records.get("standard", {}).get("seconds")
     for name, rec in records.items():
         epochs = [s for s in rec.get("epoch_seconds", []) if s]
         per_epoch = float(np.mean(epochs)) if epochs else float("nan")
-        ratio = rec["wall_seconds"] / standard if standard else float("nan")
+        ratio = rec["seconds"] / standard if standard else float("nan")
         acc = f"{rec['test_acc'] * 100:.1f}" if rec.get("test_acc") is not None else "-"
-        lines.append(f"| {name} | {acc} | {rec['wall_seconds']:.0f} | {per_epoch:.1f} | "
+        lines.append(f"| {name} | {acc} | {rec['seconds']:.0f} | {per_epoch:.1f} | "
                      f"{per_epoch / steps * 1e3:.0f} | {ratio:.2f}x |")
     cost = _read(out / "cost.json")
     if cost:
@@ -401,8 +407,8 @@ def cost_table(out: Path, records: dict[str, dict[str, Any]], scale: dict) -> li
             lines.append(f"| {name}{' (' + row['note'] + ')' if row.get('note') else ''} | "
                          f"{row['step_ms']:.0f} | {row['step_ratio']:.2f}x | "
                          f"{row['mflops']:.2f} | {row['flops_ratio']:.2f}x |")
-    sftn = [r["wall_seconds"] for n, r in records.items() if n.startswith("sftn-")]
-    gtn = {n: r["wall_seconds"] for n, r in records.items() if n.startswith("gtn-")}
+    sftn = [r["seconds"] for n, r in records.items() if n.startswith("sftn-")]
+    gtn = {n: r["seconds"] for n, r in records.items() if n.startswith("gtn-")}
     if sftn and gtn:
         mean_sftn = float(np.mean(sftn))
         lines += ["", "Amortised teacher cost for a pool of n students (one GTN teacher for "
@@ -459,8 +465,8 @@ def gtn_tried_table(out: Path, records: dict[str, dict[str, Any]], summary: dict
     sftn = [n for n in records if n.startswith("sftn-")]
     if not teachers:
         return ["(no teacher finished)", ""]
-    standard = records.get("standard", {}).get("wall_seconds")
-    header = ["teacher", "recipe", "teacher test top-1 %", "wall (s)", "cost vs standard"]
+    standard = records.get("standard", {}).get("seconds")
+    header = ["teacher", "recipe", "teacher test top-1 %", "time (s)", "cost vs standard"]
     for method in methods:
         header += [f"{method.upper()}: vs standard", f"{method.upper()}: vs alone"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -471,13 +477,13 @@ def gtn_tried_table(out: Path, records: dict[str, dict[str, Any]], summary: dict
             return "-"
         return f"{d['mean']:+.2f} [{d['ci'][0]:+.2f}, {d['ci'][1]:+.2f}] ({d['pairs']} pairs)"
 
-    rows = [(n, _recipe(out, n), records[n].get("test_acc"), records[n]["wall_seconds"])
+    rows = [(n, _recipe(out, n), records[n].get("test_acc"), records[n]["seconds"])
             for n in teachers]
     if sftn:
         accs = [records[n]["test_acc"] for n in sftn if records[n].get("test_acc") is not None]
         rows.append(("sftn", f"one SFTN teacher per student ({', '.join(sftn)})",
                      float(np.mean(accs)) if accs else None,
-                     float(np.mean([records[n]["wall_seconds"] for n in sftn]))))
+                     float(np.mean([records[n]["seconds"] for n in sftn]))))
     for name, recipe, acc, wall in rows:
         cells = [name, recipe, f"{acc * 100:.1f}" if acc is not None else "-", f"{wall:.0f}"
                  + (" per teacher" if name == "sftn" else ""),

@@ -313,3 +313,16 @@ def test_the_finished_line_counts_the_planned_jobs(study):
     text = tables.write_report(study, scale=SCALE, machine="m", wall=1.0,
                                planned=(70, 8)).read_text()
     assert "Finished: 60 of 70 teacher-study jobs, 0 of 8 proxy-study jobs (**partial" in text
+
+
+def test_a_resumed_teachers_cost_counts_each_of_its_epochs_once(tmp_path):
+    """A teacher killed after 2 of 3 epochs and resumed: its last invocation ran 4 s, its epochs
+    took 5 + 6 + 7 s; the cost is 18 s (the wall time only when no epoch times are kept)."""
+    for name, done in (("standard", {"wall_seconds": 4.0, "epoch_seconds": [5.0, 6.0, 7.0]}),
+                       ("gtn-uniform", {"wall_seconds": 36.0})):
+        (tmp_path / "teachers" / name).mkdir(parents=True)
+        (tmp_path / "teachers" / name / "done.json").write_text(json.dumps(done))
+    records = tables.teacher_records(tmp_path)
+    assert records["standard"]["seconds"] == 18.0 and records["gtn-uniform"]["seconds"] == 36.0
+    text = "\n".join(tables.cost_table(tmp_path, records, SCALE))
+    assert "| gtn-uniform | - | 36 |" in text and "| 2.00x |" in text
