@@ -27,10 +27,11 @@ resumes where it stopped):
    teacher (``baseline``) and with label smoothing (``ls``); the proxy study's
    ``--proxy-students`` random students distilled (KD) from the standard teacher, seed 0, the
    first ten also on seed 1 (seed noise beside the pool's spread). Seed by seed (the proxy study after the first), so a
-   study stopped early holds complete comparisons. Students validate (best epoch) on a
-   ``--student-val-fraction`` split; every accuracy reported is on the official test set.
+   study stopped early holds complete comparisons. Students validate after their last epoch
+   on a ``--student-val-fraction`` split; every accuracy reported is the last epoch's on the
+   official test set.
 4. ``proxy``: the scores of the proxy students before training (branch scores with and without
-   per-path BN recalibration, params, FLOPs, SynFlow, NASWOT).
+   per-path BN recalibration, params, FLOPs, SynFlow, NASWOT, short training).
 5. ``cost``: training-step time and forward FLOPs per image of each teacher method on one
    batch (bench/teacher_step_time.py's measurement), beside the teachers' wall times.
 6. ``speed``: ORT vs PyTorch eager for the picks, search time for ``--search-time-candidates``.
@@ -398,9 +399,11 @@ def _run_distill(task: dict[str, Any]) -> None:
     from gtn_nas.config import from_mapping
     from gtn_nas.distill.jobs import DistillRunConfig, distill, student_recipe
 
-    config = from_mapping(DistillRunConfig, {**task["config"],
-                                             "train": _train(task, student_recipe())},
-                          "distill")
+    # Validated after the last epoch only: the study reports the last epoch's test top-1, and
+    # validation never changes training (tests/test_engine.py), so every number is the same as
+    # with per-epoch validation, without its 29 passes over the validation split.
+    train = dataclasses.replace(_train(task, student_recipe()), val_every=task["epochs"])
+    config = from_mapping(DistillRunConfig, {**task["config"], "train": train}, "distill")
     distill(config, task["dir"], shard=tuple(task["shard"]))
 
 
