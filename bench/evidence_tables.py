@@ -223,6 +223,14 @@ def proxy_table(out: Path) -> tuple[list[str], dict]:
              f"{np.mean([abs(v[-1] - v[0]) for v in repeated]) * 100:.2f} points on average, "
              f"against a pool spread (std) of {acc.std() * 100:.2f} points."
              if repeated else "")
+    twice = [(seeds[min(seeds)], seeds[max(seeds)]) for seeds in by_seed.values()
+             if len(seeds) >= 2]
+    if len(twice) >= 4 and len({a for a, _ in twice}) > 1 and len({b for _, b in twice}) > 1:
+        ceiling = float(stats.spearmanr([a for a, _ in twice], [b for _, b in twice])[0])
+        noise += (f" The two seeds' Spearman over those {len(twice)} students is "
+                  f"{ceiling:+.2f}, so a score that ranked their true accuracies perfectly would "
+                  f"reach about {np.sqrt(max(ceiling, 0.0)):+.2f} against one seed (the square "
+                  f"root: the ceiling noise sets).")
     lines = [f"{len(rows)} random students, each distilled (KD) from the standard teacher with "
              f"the study's student recipe; test top-1 min / median / max "
              f"{acc.min() * 100:.1f} / {np.median(acc) * 100:.1f} / {acc.max() * 100:.1f} %. "
@@ -258,8 +266,55 @@ def proxy_table(out: Path) -> tuple[list[str], dict]:
     lines += ["", f"Best ranking score here: **{best}** (Spearman {summary[best]['spearman']:+.2f})."
               f" Parameter count: {summary.get('params', {}).get('spearman', float('nan')):+.2f}.",
               ""]
+    auto, auto_lines = auto_score(rows, acc, summary)
+    lines += auto_lines
     _proxy_figure(out, rows, acc, names, summary)
-    return lines, {"scores": summary, "best": best, "students": len(rows)}
+    return lines, {"scores": summary, "best": best, "auto": auto, "students": len(rows)}
+
+
+AUTO_CANDIDATES = ("params", "flops", "synflow", "naswot", "short")
+"""The scores ``--score auto`` may stand for: those a search computes for one candidate without a
+GTN teacher (a branch score needs one; the rank average needs the whole pool; the fitted
+regression needs the accuracies it predicts)."""
+
+
+def auto_score(rows: Sequence[dict[str, Any]], acc: np.ndarray, summary: dict,
+               rounds: int = ROUNDS, seed: int = 0) -> tuple[str | None, list[str]]:
+    """The study's choice for ``--score auto``, by a rule fixed before reading the results: among
+    :data:`AUTO_CANDIDATES`, the highest Spearman; the candidates whose Spearman the best's does
+    not beat (the paired bootstrap interval of the difference spans 0) are tied with it, and
+    among the tied the highest bootstrap top-pick rate (what a search needs) wins, then the
+    higher Spearman. Returns the choice (None without candidates) and the lines saying why."""
+    from scipy import stats
+
+    names = [n for n in AUTO_CANDIDATES if n in summary and np.isfinite(summary[n]["spearman"])]
+    if not names:
+        return None, []
+    leader = max(names, key=lambda n: summary[n]["spearman"])
+    values = {n: np.array([r[n] for r in rows], dtype=float) for n in names}
+    rng = np.random.default_rng(seed)
+    picks = [rng.integers(0, len(acc), len(acc)) for _ in range(rounds)]
+    tied, gaps = [leader], {}
+    for name in names:
+        if name == leader:
+            continue
+        diffs = [stats.spearmanr(values[leader][i], acc[i])[0]
+                 - stats.spearmanr(values[name][i], acc[i])[0] for i in picks]
+        diffs = [d for d in diffs if np.isfinite(d)]
+        low, high = np.percentile(diffs, [2.5, 97.5]) if diffs else (np.nan, np.nan)
+        gaps[name] = (float(low), float(high))
+        if not low > 0:
+            tied.append(name)
+    choice = max(tied, key=lambda n: (summary[n].get("hit_rate", 0.0), summary[n]["spearman"]))
+    gap_text = "; ".join(f"{n} [{lo:+.2f}, {hi:+.2f}]" for n, (lo, hi) in gaps.items())
+    lines = [f"`--score auto` (among {', '.join(names)}: the highest Spearman, ties broken by "
+             f"the top-pick rate): the highest Spearman is {leader}'s "
+             f"({summary[leader]['spearman']:+.2f}); its lead over each other score, paired "
+             f"95% bootstrap interval: {gap_text or 'none'}. Tied with it: "
+             f"{', '.join(tied)}. **Choice: {choice}**"
+             + (f" (bootstrap top-pick rate {summary[choice]['hit_rate']:.2f})"
+                if "hit_rate" in summary[choice] else "") + ".", ""]
+    return choice, lines
 
 
 def combined_scores(rows: Sequence[dict[str, Any]], names: Sequence[str]) -> dict[str, np.ndarray]:
@@ -503,9 +558,24 @@ def gtn_tried_table(out: Path, records: dict[str, dict[str, Any]], summary: dict
                 lines.append(f"- {name}, {method.upper()}: {d['mean']:+.2f} points over the "
                              f"standard teacher, 95% CI [{d['ci'][0]:+.2f}, {d['ci'][1]:+.2f}], "
                              f"detects {d['detectable']} points: target (>= +1.0, CI above 0) "
-                             f"{'**met**' if met else '**not met**'}.")
+                             f"{'**met**' if met else '**not met**'}"
+                             f"{_precondition(summary, method)}.")
     lines.append("")
     return lines
+
+
+
+def _precondition(summary: dict, method: str) -> str:
+    """The caveat of a teacher comparison under ``method`` where its precondition fails: the
+    standard teacher's students trail the students trained alone (interval below 0), so the
+    comparison ranks teachers inside a method that loses to training alone."""
+    d = summary.get("deltas", {}).get(method, {}).get("standard - baseline")
+    if not d or d["ci"][1] >= 0:
+        return ""
+    return (f", but its precondition fails: {method.upper()} from the standard teacher trails "
+            f"training alone by {-d['mean']:.2f} points [{d['ci'][0]:+.2f}, {d['ci'][1]:+.2f}], "
+            f"so this ranks teachers inside a method that loses to training alone and is no "
+            f"evidence that the teacher gives better students")
 
 
 def speed_lines(out: Path) -> list[str]:

@@ -108,11 +108,15 @@ def test_proxy_ranking_finds_the_score_planted_to_rank(tmp_path):
     (tmp_path / "proxy" / "scores.json").write_text(json.dumps({"rows": rows}))
     lines, summary = tables.proxy_table(tmp_path)
     assert summary["best"] == "params" and summary["students"] == 12
+    assert summary["auto"] == "params"  # the only candidate of --score auto among them
     assert summary["scores"]["params"]["spearman"] == pytest.approx(1.0)
     assert summary["scores"]["reverse"]["kendall"] == pytest.approx(-1.0)
     assert abs(summary["scores"]["noise"]["spearman"]) < 0.7
     assert (tmp_path / "proxy_scatter.png").stat().st_size > 1000
     assert any("4 students trained twice differ by 1.00 points" in line for line in lines)
+    # the second seed is the first minus 1 point: the same ranking, Spearman 1
+    assert any("The two seeds' Spearman over those 4 students is +1.00, so a score that ranked "
+               "their true accuracies perfectly would reach about +1.00" in line for line in lines)
 
 
 def test_report_is_written_from_partial_results(study):
@@ -208,7 +212,43 @@ def test_gtn_tried_table_and_the_pool_of_the_students_every_teacher_has(study):
     assert "| sftn | one SFTN teacher per student (sftn-s) | - | 180 per teacher | 1.80x | " \
            "-1.00 [-1.00, -1.00] (9 pairs) |" in text
     assert "gtn-uniform, KD: +2.00 points over the standard teacher" in text
-    assert "target (>= +1.0, CI above 0) **met**" in text
+    # planted: the standard teacher's students trail training alone by 0.5 points, so the
+    # target line says the comparison's precondition fails
+    assert ("target (>= +1.0, CI above 0) **met**, but its precondition fails: KD from the "
+            "standard teacher trails training alone by 0.50 points") in text
+
+
+def test_a_teacher_comparison_is_qualified_only_where_its_method_loses_to_training_alone():
+    losing = {"deltas": {"dkd": {"standard - baseline": {"mean": -3.6, "ci": [-5.7, -1.7]}}}}
+    spanning = {"deltas": {"dkd": {"standard - baseline": {"mean": -0.2, "ci": [-0.6, +0.1]}}}}
+    assert "trails training alone by 3.60 points [-5.70, -1.70]" in tables._precondition(
+        losing, "dkd")
+    assert tables._precondition(spanning, "dkd") == ""
+    assert tables._precondition(losing, "kd") == ""
+
+
+def test_auto_score_takes_the_best_spearman_and_breaks_ties_by_the_top_pick_rate():
+    """Planted: naswot ranks the pool perfectly, flops nearly (tied: the lead's interval
+    spans 0), params not at all; flops has the better top-pick rate, so it is the choice; with
+    the rates swapped naswot is."""
+    rng = np.random.default_rng(0)
+    acc = np.linspace(0.5, 0.9, 40)
+    flops = acc.copy()
+    flops[[3, 4]] = flops[[4, 3]]  # one swapped pair: Spearman just below 1
+    rows = [{"student": f"p{i}", "naswot": float(a), "flops": float(f),
+             "params": float(rng.normal())} for i, (a, f) in enumerate(zip(acc, flops))]
+    from scipy import stats
+    summary = {n: {"spearman": float(stats.spearmanr([r[n] for r in rows], acc)[0])}
+               for n in ("naswot", "flops", "params")}
+    summary["naswot"]["hit_rate"], summary["flops"]["hit_rate"] = 0.4, 0.9
+    summary["params"]["hit_rate"] = 1.0  # best rate, but not tied: never chosen
+    choice, lines = tables.auto_score(rows, acc, summary, rounds=300)
+    assert choice == "flops"
+    assert "the highest Spearman is naswot's (+1.00)" in lines[0]
+    assert "Tied with it: naswot, flops." in lines[0] and "**Choice: flops**" in lines[0]
+    summary["naswot"]["hit_rate"], summary["flops"]["hit_rate"] = 0.9, 0.4
+    assert tables.auto_score(rows, acc, summary, rounds=300)[0] == "naswot"
+    assert tables.auto_score(rows, acc, {"noise": {"spearman": 0.1}}) == (None, [])
 
 
 def test_the_report_is_spliced_between_the_docs_markers(study, tmp_path):
