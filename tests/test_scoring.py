@@ -9,7 +9,8 @@ from gtn_nas.errors import ConfigError
 from gtn_nas.teacher.methods.grafting import GraftedBranches
 from gtn_nas.space.plugins import build_space
 from gtn_nas.teacher.recalibration import recalibrated
-from gtn_nas.search.scoring import (BranchScorer, build_scorer, probe_samples, resolve_scorer)
+from gtn_nas.search.scoring import (DEFAULT_SCORE, BranchScorer, build_scorer, probe_samples,
+                                    resolve_scorer)
 from gtn_nas.teacher.zoo import build_teacher
 
 SIZE = 8
@@ -91,10 +92,10 @@ def test_at_chance_scores_fall_back_to_a_named_proxy(space):
     assert replacement.kind == "params" and "log10(parameters)" in why
     params = build_scorer("params", space)
     assert resolve_scorer(params, samples) == (params, None)
-    assert resolve_scorer(scorer, samples)[0].kind == "params", "the measured best"
+    assert resolve_scorer(scorer, samples)[0].kind == DEFAULT_SCORE == "flops", "the study's choice"
     images = torch.randn(16, 3, SIZE, SIZE)
     chosen, _ = resolve_scorer(scorer, samples, data=images, naswot_batches=1, batch_size=8)
-    assert chosen.kind == "params", "with training images too: the default score"
+    assert chosen.kind == DEFAULT_SCORE, "with training images too: the default score"
     chosen, _ = resolve_scorer(scorer, samples, fallback="naswot", data=images,
                                naswot_batches=1, batch_size=8)
     assert chosen.kind == "naswot"

@@ -144,14 +144,14 @@ def test_search_through_a_gtn_teacher(tmp_path, capsys):
     assert code == 0, printed
     scores = [c["score"] for c in json.loads((out / "candidates.json").read_text())["candidates"]]
     if "not ranking by them" in printed:  # one epoch: at chance, a named proxy ranks instead
-        assert "log10(parameters)" in printed
+        assert "log10(FLOPs)" in printed
     else:
         assert "GTN teacher branch score" in printed
         assert all(0.0 <= s <= 1.0 for s in scores), "scores are validation accuracies"
     code = main(["search", "--hw", str(profile), "--teacher", str(run / "teacher.pt"),
                  "--budget-evals", "12", "--out", str(tmp_path / "auto")])
     printed = capsys.readouterr().out
-    assert code == 0 and "score: log10(parameters)" in printed, printed
+    assert code == 0 and "score: log10(FLOPs)" in printed, printed
     code = main(["search", "--hw", str(profile), "--teacher", str(tmp_path / "none.pt"),
                  "--out", str(tmp_path / "y")])
     assert code == 2

@@ -69,7 +69,7 @@ class SearchStage:
     strategy: str = "evolution"
     budgets: Literal["auto", "profile"] = "auto"
     latency: Literal["auto", "table", "measure", "estimate"] = "auto"
-    score: str = "auto"          # auto (the evidence study's best: params), branch, flops, synflow, naswot, short
+    score: str = "auto"          # auto (the evidence study's choice: flops), branch, flops, synflow, naswot, short
 
 
 @dataclass

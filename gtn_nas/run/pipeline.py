@@ -7,9 +7,10 @@ directory.
    with the teacher frozen before the joint training (as the GTN paper fine-tunes pretrained
    teachers);
 2. ``search/``: s/m/l students for this machine (``host_cpu``) and every other profile given,
-   ranked by ``search.score`` (default ``auto``: the parameter count, which ranked distilled
-   students best in the evidence study, docs/BENCHMARKS.md; ``branch`` scores paths through the GTN teacher and falls back to a
-   proxy when its scores sit at chance), latency measured here or from tables;
+   ranked by ``search.score`` (default ``auto``: FLOPs, the evidence study's choice among the
+   scores that ranked distilled students best, docs/BENCHMARKS.md; ``branch`` scores paths
+   through the GTN teacher and falls back to a proxy when its scores sit at chance), latency
+   measured here or from tables;
 3. ``distill/none/``, ``distill/ls/`` then ``distill/<method>/``: the picks trained without a
    teacher (plain CE, label smoothing: the baselines), then distilled from the teacher, each
    exported to ONNX (:mod:`gtn_nas.distill.jobs`); a teacher whose test top-1 is not above a
