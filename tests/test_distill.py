@@ -503,3 +503,28 @@ def test_labelled_is_refused_on_datasets_read_from_files(tmp_path):
                      labelled=6, image_size=8)
     with pytest.raises(ConfigError, match="--labelled needs an in-memory dataset"):
         load_splits(config)
+
+
+def test_ddp_distill_trains_its_one_job_in_two_processes_and_refuses_several(teacher_file,
+                                                                            tmp_path, capsys):
+    """Lightning starts the second rank by running the command again: that rank must train
+    the job rank 0 trains (it holds the job's lock), not skip it as busy and hang rank 0. A
+    command with several jobs to train is refused in one line (one launch per command)."""
+    import shutil
+    import subprocess
+
+    base = ["distill", "--teacher", str(teacher_file), "--students", "s_nas_s", "s_nas_m",
+            "--data", "digits", "--limit", "400", "--epochs", "1", "--max-steps-per-epoch",
+            "2", "--batch-size", "32", "--seeds", "0", "--no-export", "--devices", "2",
+            "--strategy", "ddp", "--out", str(tmp_path / "d")]
+    code, _, err = run(capsys, *base)
+    assert code == 2 and "trains one job per command" in err and "--shard k/2" in err, err
+    assert len(err.strip().splitlines()) == 1
+    done = subprocess.run([shutil.which("gtn-nas"), *base, "--shard", "2/2"],
+                          capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Starting with 2 processes" in done.stdout + done.stderr
+    assert "running in another process" not in done.stdout
+    assert done.stdout.count("1 run(s) trained") == 1, "rank 0 reports, the other rank does not"
+    assert read_result(tmp_path / "d" / "s_nas_m" / "seed0")["method"] == "kd"
+    assert read_result(tmp_path / "d" / "s_nas_s" / "seed0") is None

@@ -95,6 +95,7 @@ def test_run_end_to_end_produces_every_artifact_its_report_names(capsys, tmp_pat
     ({"distill": {"options": {"beta": 2}}}, "distill: method kd has no option 'beta'"),
     ({"distill": {"baseline_options": {"ls": {"smooth": 0.2}}}}, "has no option 'smooth'"),
     ({"teacher": {"options": {"data": "x"}}}, "unknown teacher-training option 'data'"),
+    ({"distill": {"train": {"devices": 2}}}, "distill.train.devices 2: gtn-nas run trains in"),
 ])
 def test_bad_run_configs_are_one_line(capsys, tmp_path, config, message):
     path = tmp_path / "bad.yaml"

@@ -61,6 +61,8 @@ def cmd_distill(args: argparse.Namespace) -> int:
             f"val acc={'-' if val is None else f'{val:.3f}'}  ({record['seconds']:.1f} s)")
 
     result = distill(config, path, shard=shard, on_job=out, on_epoch_end=epoch)
+    if result.follower:  # a rank launched by --strategy ddp: rank 0 reports
+        return 0
     out(f"{len(result.ran)} run(s) trained, {len(result.skipped)} finished earlier"
         + (f", {len(result.busy)} running in another process" if result.busy else ""))
     for row in result.rows:

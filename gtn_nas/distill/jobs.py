@@ -116,6 +116,9 @@ class DistillResult:
     rows: list[dict[str, Any]]
     busy: list[Path] = field(default_factory=list)
     """Jobs another process was running (a second copy of the command shares the jobs)."""
+    follower: bool = False
+    """A rank launched by a multi-process strategy: it trained its launcher's job beside it and
+    wrote nothing; rank 0 reports."""
 
 
 # ----------------------------------------------------------------------------- teacher
@@ -347,8 +350,13 @@ def distill(config: DistillRunConfig, out_dir: str | os.PathLike, *,
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out} is a file, not a run directory; choose another --out")
-    for stale in remove_stale_temporaries(out):  # a killed run's summaries, results, exports
-        _log.info("removed %s, left by a killed run", stale)
+    # Under a multi-process strategy (``--devices 2 --strategy ddp``) Lightning starts the
+    # other ranks by running this command again; such a rank trains the one job its launcher
+    # (rank 0) is training, named in the environment it inherits, and writes nothing else.
+    follow = os.environ.get(DDP_JOB_ENV)
+    if follow is None:
+        for stale in remove_stale_temporaries(out):  # a killed run's summaries, results, exports
+            _log.info("removed %s, left by a killed run", stale)
     say = on_job or (lambda text: _log.info(text))
     # The splits are a function of the data seed; every job uses the data split of seed 0 so
     # that students of different seeds are compared on the same test images.
@@ -370,10 +378,21 @@ def distill(config: DistillRunConfig, out_dir: str | os.PathLike, *,
         for line in guard_against_baseline(out, config.baseline, teacher_acc,
                                            [spec.name for spec in specs]):
             say(line)
-    atomic_write_text(out / "config.yaml", _yaml(to_plain(config)))
     jobs = [(spec, seed) for spec in specs for seed in config.seeds]
+    if follow is not None:
+        return _follow_launcher(follow, jobs, config, splits, teacher, digest, out,
+                                on_epoch_end)
+    atomic_write_text(out / "config.yaml", _yaml(to_plain(config)))
     k, n = shard
     mine = [job for index, job in enumerate(jobs) if index % n == k - 1]
+    todo = [job for job in mine
+            if (read_result(out / job[0].name / f"seed{job[1]}") or {}).get("method")
+            != config.method]
+    if config.train.devices > 1 and len(todo) > 1:
+        raise ConfigError(
+            f"--devices {config.train.devices} trains one job per command (Lightning starts its "
+            f"processes once per command) and this one has {len(todo)} to train: give one "
+            f"student and one seed, or split the jobs with --shard k/{len(jobs)}")
     ran, skipped, busy = [], [], []
     for number, (spec, seed) in enumerate(mine, start=1):
         run_dir = out / spec.name / f"seed{seed}"
@@ -394,13 +413,37 @@ def distill(config: DistillRunConfig, out_dir: str | os.PathLike, *,
                 continue
             say(f"[{number}/{len(mine)}] {spec.name} seed {seed}: {config.method}, "
                 f"{config.train.epochs} epochs -> {run_dir}")
-            run_job(config, spec, seed, splits, teacher, digest, run_dir,
-                    on_epoch_end=on_epoch_end)
+            os.environ[DDP_JOB_ENV] = str(run_dir.resolve())  # the ranks it launches follow
+            try:
+                run_job(config, spec, seed, splits, teacher, digest, run_dir,
+                        on_epoch_end=on_epoch_end)
+            finally:
+                os.environ.pop(DDP_JOB_ENV, None)
             ran.append(run_dir)
         finally:
             release(run_dir)
     summary, rows = write_summary(out, teacher_acc=teacher_acc)
     return DistillResult(out, ran, skipped, summary, rows, busy)
+
+
+DDP_JOB_ENV = "GTN_NAS_DISTILL_JOB"
+"""The run directory of the job rank 0 trains, for the ranks a multi-process strategy
+launches (they inherit rank 0's environment)."""
+
+
+def _follow_launcher(job_dir: str, jobs, config: DistillRunConfig, splits, teacher, digest,
+                     out: Path, on_epoch_end) -> DistillResult:
+    """A launched rank: trains the job whose run directory is ``job_dir`` beside rank 0 (which
+    holds its lock and writes its files) and returns; nothing else is written."""
+    for spec, seed in jobs:
+        run_dir = out / spec.name / f"seed{seed}"
+        if str(run_dir.resolve()) == job_dir:
+            run_job(config, spec, seed, splits, teacher, digest, run_dir,
+                    on_epoch_end=on_epoch_end)
+            return DistillResult(out, [run_dir], [], {"md": out / "summary.md"}, [], [],
+                                 follower=True)
+    raise ConfigError(f"{DDP_JOB_ENV}={job_dir} names no job of this command (a launched rank "
+                      f"must run its launcher's command)")
 
 
 def _data_key(config: DistillRunConfig) -> dict[str, Any]:

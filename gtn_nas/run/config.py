@@ -107,6 +107,13 @@ class RunConfig:
     def validate(self) -> None:
         if not self.search.hw:
             raise ConfigError("search.hw: name at least one hardware profile")
+        for name, train in (("teacher.train", self.teacher.train),
+                            ("teacher.pretrain_train", self.teacher.pretrain_train),
+                            ("distill.train", self.distill.train)):
+            if train.devices > 1:  # Lightning starts its processes once per command
+                raise ConfigError(f"{name}.devices {train.devices}: gtn-nas run trains in one "
+                                  f"process; for several devices run its stages as commands "
+                                  f"(train-teacher, then distill with one job per command)")
         if self.search.budget_evals < 6:
             raise ConfigError(f"search.budget_evals must be >= 6 (3 tiers), got "
                               f"{self.search.budget_evals}")
