@@ -13,10 +13,12 @@ Example:
 from __future__ import annotations
 
 import errno
+import hashlib
 import io
 import os
 import pickle
 import re
+import socket
 import uuid
 from pathlib import Path
 from typing import Any
@@ -43,7 +45,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         ConfigError: the destination cannot be written (named, with the reason).
     """
     path = Path(path)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    tmp = path.parent / f".{path.name}.{os.getpid()}-{_HOST}.{uuid.uuid4().hex[:8]}.tmp"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         # os.open with 0o666 lets the process umask set the permissions, as open() would.
@@ -117,22 +119,31 @@ def safe_torch_load(path: str | os.PathLike, what: str) -> Any:
             from exc
 
 
-_TEMPORARY = re.compile(r"^\..+\.(\d+)\.[0-9a-f]{8}\.tmp$")
+_TEMPORARY = re.compile(r"^\..+\.(\d+)(?:-([0-9a-f]{6}))?\.[0-9a-f]{8}\.tmp$")
+_HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:6]
+"""This host in the names of temporaries: a pid means something on its own host only (two
+hosts writing one shared folder)."""
 
 
-def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+def remove_stale_temporaries(folder: str | os.PathLike, name: str | None = None) -> list[Path]:
     """Deletes temporary files of :func:`atomic_write_bytes` left under ``folder`` by a killed
-    process (``.NAME.PID.XXXXXXXX.tmp`` whose PID is not running); returns what was removed.
+    process (``.NAME.PID-HOST.XXXXXXXX.tmp`` of this host whose PID is not running); returns
+    what was removed.
 
-    Files of live processes (another run writing into the same folder) are left alone.
+    Files of live processes (another run writing into the same folder) are left alone, and so
+    are those of another host (their names carry the writer's host; a pid says nothing about
+    a process there): that host's next run removes them. With ``name``, only the temporaries
+    of that one file directly in ``folder`` (``gtn-nas profile`` writes one table into a
+    folder that may hold anything).
     """
     folder = Path(folder)
     removed: list[Path] = []
     if not folder.is_dir():
         return removed
-    for path in folder.rglob(".*.tmp"):
+    for path in folder.glob(f".{name}.*.tmp") if name else folder.rglob(".*.tmp"):
         match = _TEMPORARY.match(path.name)
-        if match is None or not path.is_file() or _process_alive(int(match.group(1))):
+        if match is None or not path.is_file() or match.group(2) not in (None, _HOST) \
+                or _process_alive(int(match.group(1))):
             continue
         try:
             path.unlink()

@@ -121,6 +121,11 @@ def try_lock(folder: str | os.PathLike, what: str, name: str = LOCK_NAME) -> boo
     except BlockingIOError:
         os.close(fd)
         return False
+    except OSError as exc:  # ENOLCK: an NFS mount without a lock service
+        os.close(fd)
+        raise ConfigError(f"cannot lock {path}: {exc.strerror or exc} (this file system gives "
+                          f"no file locks); choose an --out on a local or lock-serving "
+                          f"file system") from exc
     previous = _holder(path)
     if _live_elsewhere(path, previous) is not None:  # flock not shared with that host
         fcntl.flock(fd, fcntl.LOCK_UN)
@@ -135,8 +140,19 @@ def try_lock(folder: str | os.PathLike, what: str, name: str = LOCK_NAME) -> boo
                          "ago", folder, _describe(previous), STALE_S)
     record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
               "what": what, "argv": sys.argv[:6]}
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, json.dumps(record).encode(), 0)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(record).encode(), 0)
+        os.fsync(fd)  # another host reads the record through the file system
+    except OSError as exc:  # a full disk or quota: refused in one line, nothing held
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+        from gtn_nas.fileio import DiskFullError, _FULL
+
+        error = DiskFullError if exc.errno in _FULL else ConfigError
+        raise error(f"cannot write the lock file {path}: {exc.strerror or exc}"
+                    + ("; free space and run the same command again"
+                       if exc.errno in _FULL else "")) from exc
     _held[path] = (fd, 1)
     _start_heartbeat()
     return True

@@ -382,6 +382,37 @@ def test_a_corrupt_image_stops_with_its_name_or_is_replaced_by_the_next(tmp_path
     assert sum(str(path) in r.getMessage() for r in caplog.records) <= 1, "said once per file"
 
 
+
+def _bomb_png(path: Path, side: int = 60000) -> None:
+    """A valid PNG whose header claims ``side`` x ``side`` pixels (CRC fixed): PIL refuses it
+    with DecompressionBombError, which is not an OSError."""
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    Image.new("RGB", (2, 2)).save(path)
+    data = bytearray(path.read_bytes())
+    start = data.index(b"IHDR")  # length(4) 'IHDR' width(4) height(4) ... crc(4)
+    data[start + 4:start + 12] = struct.pack(">II", side, side)
+    crc = zlib.crc32(bytes(data[start:start + 17])) & 0xFFFFFFFF
+    data[start + 17:start + 21] = struct.pack(">I", crc)
+    path.write_bytes(bytes(data))
+
+
+def test_an_image_claiming_an_absurd_size_stops_with_its_name_or_is_skipped(tmp_path: Path
+                                                                            ) -> None:
+    image_tree(tmp_path, {"train": 4, "val": 2, "test": 2})
+    stopped = load_dataset("imagefolder", root=tmp_path, augment=False)
+    path = Path(stopped.train.samples[1][0])
+    _bomb_png(path)
+    with pytest.raises(DataError) as info:
+        stopped.train[1]
+    assert str(path) in _one_line(info) and "--on-bad-image skip" in _one_line(info)
+    skipped = load_dataset("imagefolder", root=tmp_path, augment=False, on_bad_image="skip")
+    assert torch.equal(skipped.train[1][0], skipped.train[2][0])
+
+
 @pytest.mark.parametrize("workers", [0, 1])
 def test_train_teacher_on_a_corrupt_image_is_one_line_or_skips_it(tmp_path: Path, capsys,
                                                                   workers: int) -> None:

@@ -184,3 +184,78 @@ def test_a_holder_on_another_host_is_kept_by_its_heartbeat_and_taken_over_withou
     path.write_text(json.dumps({"pid": 4242, "host": "node-17", "released": time.time()}))
     assert try_lock(folder, "training")
     release(folder)
+
+
+def test_a_lock_file_that_cannot_be_locked_or_written_is_one_line(tmp_path, monkeypatch):
+    """ENOLCK (an NFS mount without a lock service) and a full disk while writing the holder's
+    record: one line naming the lock file, nothing held, no descriptor left open."""
+    import errno
+
+    import pytest
+
+    from gtn_nas import locks
+    from gtn_nas.errors import ConfigError
+    from gtn_nas.fileio import DiskFullError
+
+    opened = len(os.listdir("/proc/self/fd"))
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(locks.fcntl, "flock", no_locks)
+        with pytest.raises(ConfigError, match=r"cannot lock .*\.gtn-nas\.lock: No locks "
+                                              r"available \(this file system gives no file"):
+            try_lock(tmp_path / "a", "test")
+
+    def full(fd, data, offset):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(locks.os, "pwrite", full)
+        with pytest.raises(DiskFullError, match="cannot write the lock file .*No space left"):
+            try_lock(tmp_path / "b", "test")
+    assert len(os.listdir("/proc/self/fd")) == opened
+    assert try_lock(tmp_path / "b", "test"), "nothing held: the folder can be locked after"
+    release(tmp_path / "b")
+
+
+def test_a_killed_writers_temporaries_are_removed_on_its_host_only(tmp_path):
+    """A temporary's name carries its writer's pid and host: this host's dead writers' are
+    removed, a live writer's and another host's (whose pid means nothing here) are kept."""
+    import hashlib
+    import socket
+
+    from gtn_nas.fileio import atomic_write_text, remove_stale_temporaries
+
+    here = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:6]
+    other = "000000" if here != "000000" else "111111"
+    dead = 999_999_999  # above pid_max: no such process
+    files = {"dead here": tmp_path / f".last.pt.{dead}-{here}.0123abcd.tmp",
+             "dead, old name": tmp_path / f".last.pt.{dead}.0123abcd.tmp",
+             "live here": tmp_path / f".last.pt.{os.getpid()}-{here}.0123abcd.tmp",
+             "other host": tmp_path / "sub" / f".last.pt.{dead}-{other}.0123abcd.tmp"}
+    for path in files.values():
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"half")
+    removed = remove_stale_temporaries(tmp_path)
+    assert sorted(removed) == sorted([files["dead here"], files["dead, old name"]])
+    assert files["live here"].exists() and files["other host"].exists()
+    table = tmp_path / f".lat.json.{dead}-{here}.0123abcd.tmp"
+    table.write_bytes(b"half")
+    (tmp_path / "sub" / f".lat.json.{dead}-{here}.0123abcd.tmp").write_bytes(b"half")
+    assert remove_stale_temporaries(tmp_path, name="lat.json") == [table], \
+        "a profile's sweep: its own table's temporaries in its own folder only"
+    written = []
+    real_replace = os.replace
+
+    def spy(src, dst):
+        written.append(Path(src).name)
+        real_replace(src, dst)
+
+    os.replace = spy
+    try:
+        atomic_write_text(tmp_path / "x.txt", "x")
+    finally:
+        os.replace = real_replace
+    assert re.fullmatch(rf"\.x\.txt\.{os.getpid()}-{here}\.[0-9a-f]{{8}}\.tmp", written[0])

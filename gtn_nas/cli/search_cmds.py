@@ -31,7 +31,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     # leaves a table: the file is written once, atomically, at the end
     prepare_output_dir(str(path.parent))
     with folder_lock(path.parent, "gtn-nas profile", name=f".{path.name}.lock", target=path):
-        for stale in remove_stale_temporaries(path.parent):
+        for stale in remove_stale_temporaries(path.parent, name=path.name):
             log.info("removed %s, left by a killed build", stale.name)
         return _build_table(args, profile, space, path)
 

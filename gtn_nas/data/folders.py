@@ -69,13 +69,14 @@ class ImageFiles(Dataset):
         return len(self.samples)
 
     def _load(self, index: int) -> Any:
-        from PIL import UnidentifiedImageError
+        from PIL import Image, UnidentifiedImageError
         from torchvision.datasets.folder import default_loader
 
         path = self.samples[index][0]
         try:
             return default_loader(path)
-        except (OSError, UnidentifiedImageError, ValueError) as exc:
+        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
+            # DecompressionBombError: a corrupt header claiming an absurd size (not an OSError)
             if self.on_bad_image == "stop":
                 raise DataError(f"{self.name}: cannot read image {path} ({_one_line(exc)}); "
                                 f"remove or replace the file, or pass --on-bad-image skip") \

@@ -408,7 +408,8 @@ def distill(config: DistillRunConfig, out_dir: str | os.PathLike, *,
                 f"process, skipped")
             continue
         try:
-            if read_result(run_dir) is not None:  # finished by another process meanwhile
+            if (read_result(run_dir) or {}).get("method") == config.method:
+                # finished by another process meanwhile (the same test as before the lock)
                 skipped.append(run_dir)
                 continue
             say(f"[{number}/{len(mine)}] {spec.name} seed {seed}: {config.method}, "

@@ -51,7 +51,7 @@ import numpy as np
 from gtn_nas.config import from_mapping, to_plain
 from gtn_nas.engine import config_digest
 from gtn_nas.errors import ConfigError
-from gtn_nas.fileio import atomic_write_text, remove_stale_temporaries
+from gtn_nas.fileio import atomic_write_bytes, atomic_write_text, remove_stale_temporaries
 from gtn_nas.locks import LOCK_NAME, folder_lock
 from gtn_nas.run.config import RunConfig
 
@@ -288,8 +288,6 @@ def deploy_stage(run_dir: Path, search: dict[str, Any], distill_record: dict[str
     """Per tier of ``device``, the student to deploy (:func:`gtn_nas.distill.deploy.choose_deployment`,
     validation only), exported to ``deploy/<device>/<tier>.onnx`` (checked against PyTorch)
     beside its checkpoint ``<tier>.pt``; dominated tiers flagged; ``deploy.json``."""
-    import shutil
-
     from gtn_nas.distill.deploy import choose_deployment, flag_dominated
     from gtn_nas.distill.jobs import collect_results
     from gtn_nas.space.export import export_student_checkpoint
@@ -317,7 +315,7 @@ def deploy_stage(run_dir: Path, search: dict[str, Any], distill_record: dict[str
     for choice in chosen:
         source = run_dir / choice.run_dir / "student_best.pt"
         checkpoint = folder / f"{choice.student}.pt"
-        shutil.copyfile(source, checkpoint)
+        atomic_write_bytes(checkpoint, source.read_bytes())  # a full disk keeps no half copy
         report = export_student_checkpoint(checkpoint, folder / f"{choice.student}.onnx")
         tiers[choice.student] = {**choice.to_json(), "checkpoint": str(
             checkpoint.relative_to(run_dir)), "onnx": str(
