@@ -40,8 +40,8 @@ from gtn_nas.distill.distillers import (DISTILLERS, TEACHERLESS, UNLABELLED_IMAG
 from gtn_nas.engine import TrainConfig, fit
 from gtn_nas.errors import ConfigError
 from gtn_nas.distill.specs import StudentSpec, resolve_students
-from gtn_nas.distill.summary import (GUARD_NAME, RESULT_FORMAT, RESULT_NAME, collect_results,
-                                     read_result, write_summary)
+from gtn_nas.distill.summary import (RESULT_FORMAT, RESULT_NAME, collect_results,  # noqa: F401
+                                     guard_against_baseline, read_result, write_summary)
 from gtn_nas.fileio import atomic_write_text, remove_stale_temporaries
 from gtn_nas.locks import release, try_lock
 
@@ -471,37 +471,6 @@ def _teacher_accuracy(out: Path, teacher: nn.Module, digest: str | None,
             "test_acc": accuracy(teacher, splits.test), "val_acc": accuracy(teacher, splits.val)}
     atomic_write_text(path, json.dumps(data) + "\n")
     return data
-
-
-def guard_against_baseline(out: Path, baseline: str | None, teacher_acc: float,
-                           students: list[str]) -> list[str]:
-    """The teacher guard (:func:`gtn_nas.distill.deploy.teacher_guard`) for every student with finished
-    runs in the teacherless ``baseline`` directory; the lines are also kept in ``guard.json``
-    for the summary. Accuracy alone: the mean test top-1 of its best-on-validation weights."""
-    from gtn_nas.distill.deploy import teacher_guard
-
-    if baseline is None:  # no stale lines from an earlier run with a baseline
-        if (out / GUARD_NAME).exists():
-            atomic_write_text(out / GUARD_NAME, json.dumps({"baseline": None,
-                                                            "lines": []}) + "\n")
-        return []
-    folder = Path(baseline)
-    by_student: dict[str, list[dict[str, Any]]] = {}
-    for record in collect_results(folder):
-        if record.get("method") in TEACHERLESS:
-            by_student.setdefault(record["student"], []).append(record)
-    lines = []
-    for name in students:
-        records = by_student.get(name)
-        if not records:
-            continue
-        alone = sum(r["test_acc_best"] for r in records) / len(records)
-        line = teacher_guard(name, teacher_acc, alone, records[0]["method"])
-        if line:
-            lines.append(line)
-    atomic_write_text(out / GUARD_NAME, json.dumps({"baseline": str(folder),
-                                                    "lines": lines}) + "\n")
-    return lines
 
 
 def _yaml(data: Any) -> str:

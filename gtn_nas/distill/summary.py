@@ -130,3 +130,35 @@ def write_summary(out_dir: str | os.PathLike, teacher_acc: float | None = None
     lines += [""] + [f"**Guard:** {line}." for line in guard] if guard else []
     paths["md"] = atomic_write_text(out / "summary.md", "\n".join(lines) + "\n")
     return paths, rows
+
+
+def guard_against_baseline(out: Path, baseline: str | None, teacher_acc: float,
+                           students: list[str]) -> list[str]:
+    """The teacher guard (:func:`gtn_nas.distill.deploy.teacher_guard`) for every student with finished
+    runs in the teacherless ``baseline`` directory; the lines are also kept in ``guard.json``
+    for the summary. Accuracy alone: the mean test top-1 of its best-on-validation weights."""
+    from gtn_nas.distill.deploy import teacher_guard
+    from gtn_nas.distill.distillers import TEACHERLESS
+
+    if baseline is None:  # no stale lines from an earlier run with a baseline
+        if (out / GUARD_NAME).exists():
+            atomic_write_text(out / GUARD_NAME, json.dumps({"baseline": None,
+                                                            "lines": []}) + "\n")
+        return []
+    folder = Path(baseline)
+    by_student: dict[str, list[dict[str, Any]]] = {}
+    for record in collect_results(folder):
+        if record.get("method") in TEACHERLESS:
+            by_student.setdefault(record["student"], []).append(record)
+    lines = []
+    for name in students:
+        records = by_student.get(name)
+        if not records:
+            continue
+        alone = sum(r["test_acc_best"] for r in records) / len(records)
+        line = teacher_guard(name, teacher_acc, alone, records[0]["method"])
+        if line:
+            lines.append(line)
+    atomic_write_text(out / GUARD_NAME, json.dumps({"baseline": str(folder),
+                                                    "lines": lines}) + "\n")
+    return lines
