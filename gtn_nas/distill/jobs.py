@@ -372,7 +372,7 @@ def distill(config: DistillRunConfig, out_dir: str | os.PathLike, *,
     if config.baseline is not None and not Path(config.baseline).is_dir():
         raise ConfigError(f"--baseline {config.baseline}: not a directory (give the --out of a "
                           f"distill run with --method none or ls)")
-    if teacher is not None:
+    if teacher is not None and follow is None:
         teacher_acc = _teacher_accuracy(out, teacher, digest, splits, _data_key(config))[
             "test_acc"]
         for line in guard_against_baseline(out, config.baseline, teacher_acc,
