@@ -387,8 +387,8 @@ def distill(config: DistillRunConfig, out_dir: str | os.PathLike, *,
     mine = [job for index, job in enumerate(jobs) if index % n == k - 1]
     todo = [job for job in mine
             if (read_result(out / job[0].name / f"seed{job[1]}") or {}).get("method")
-            != config.method]
-    if config.train.devices > 1 and len(todo) > 1:
+            != config.method] if config.train.devices > 1 else []
+    if len(todo) > 1:
         raise ConfigError(
             f"--devices {config.train.devices} trains one job per command (Lightning starts its "
             f"processes once per command) and this one has {len(todo)} to train: give one "
