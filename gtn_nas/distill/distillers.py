@@ -7,7 +7,7 @@ teacher's accuracy), whose ``student`` is the plain student being trained, and w
 functions themselves are pure and live in :mod:`gtn_nas.distill.losses`.
 
 ============ ==================================================================================
-method       loss (defaults: ../shared/METHODS.md section 5 and the methods' official code)
+method       loss (defaults: docs/methods.md section 5, from the methods' official code)
 ============ ==================================================================================
 ``kd``       ``0.1 * CE + 0.9 * T^2 * KL(teacher || student)`` at ``T = 4`` (Hinton)
 ``dkd``      ``CE + min(epoch / W, 1) * T^2 * (1 * TCKD + beta * NCKD)`` at ``T = 4`` (Zhao et al.);

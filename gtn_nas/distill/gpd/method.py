@@ -6,7 +6,7 @@ exactly the student's function. The student is not a separate network: it is the
 ``1/r`` slice of the DT's tensors (hard parameter sharing), run through a parameter-free copy
 of the student's modules with ``torch.func.functional_call``, so one backward pass trains both
 and their gradients add on the shared slice. The student keeps its own batch-norm running
-statistics. Loss per step (../shared/METHODS.md section 6, with a static teacher T):
+statistics. Loss per step (docs/methods.md section 6, with a static teacher T):
 
 - ``L_DT = CE(z_DT, y) + DKD(z_DT, z_T)``
 - ``L_S  = CE(z_S, y) + DKD(z_S, z_T) + w * softCE(z_S, softmax(z_DT).detach())`` (label
