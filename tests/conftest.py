@@ -24,6 +24,17 @@ def image_tree(root: Path, parts: dict[str, int], classes=("cat", "dog", "fox"))
             for i in range(per_class):
                 colour = (80 * c, 10 * i, 200 - 60 * c)
                 Image.new("RGB", (12, 10), colour).save(folder / f"{i}.png")
+@pytest.fixture(scope="session", autouse=True)
+def user_cache(tmp_path_factory):
+    """A user cache of the session's own (``XDG_CACHE_HOME``, inherited by the commands tests
+    start): latency tables built by tests stay out of the user's, and a table the user built
+    never changes what a test sees."""
+    with pytest.MonkeyPatch.context() as patch:
+        cache = tmp_path_factory.mktemp("xdg-cache")
+        patch.setenv("XDG_CACHE_HOME", str(cache))
+        yield cache
+
+
 # Small but real: narrow channels and 16x16 inputs keep each forward pass in milliseconds.
 SMALL = dict(width_mult=0.25, num_classes=10, input_size=16)
 SPACE_SPECS = SPACES.names() + [EXAMPLE_PLUGIN]

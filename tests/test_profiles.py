@@ -56,7 +56,8 @@ def broken(path: tuple[str, ...], value=None, delete: bool = False) -> dict:
 
 def test_profile_names_lists_the_bundled_three():
     assert profile_names() == BUNDLED
-    assert PROFILES_DIR == Path(__file__).resolve().parents[1] / "hw_profiles"
+    # package data (gtn_nas/hw_profiles/), so an installed wheel has them too
+    assert PROFILES_DIR == Path(__file__).resolve().parents[1] / "gtn_nas" / "hw_profiles"
 
 
 @pytest.mark.parametrize("name", BUNDLED)
@@ -87,8 +88,6 @@ def test_bundled_profile_contents():
 
 
 def test_latency_table_path_resolves_next_to_the_file(tmp_path, monkeypatch):
-    host = load_profile("host_cpu")
-    assert host.latency_table_path() == PROFILES_DIR / "host_cpu.latency.json"
     sub = tmp_path / "profiles"
     sub.mkdir()
     path = write(sub, VALID)
@@ -96,8 +95,54 @@ def test_latency_table_path_resolves_next_to_the_file(tmp_path, monkeypatch):
     profile = load_profile("profiles/toy.yaml")
     assert profile.source == path.resolve()
     assert profile.latency_table_path() == path.resolve().parent / "toy.latency.json"
+    assert profile.latency_table_path(writable=True) == profile.latency_table_path()
     absolute = write(tmp_path, broken(("latency_table",), str(tmp_path / "t.json")), "abs.yaml")
     assert load_profile(absolute).latency_table_path() == tmp_path / "t.json"
+
+
+def test_a_bundled_profile_keeps_its_table_in_the_user_cache(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    host = load_profile("host_cpu")
+    expected = cache / "gtn-nas" / "latency" / "host_cpu.latency.json"
+    assert host.latency_table_path() == expected  # read and written there, never in the package
+    assert host.latency_table_path(writable=True) == expected
+    # by name, by the bundled file's path or through the checkout's hw_profiles link: the same
+    assert load_profile(PROFILES_DIR / "host_cpu.yaml").latency_table_path() == expected
+    link = Path(__file__).resolve().parents[1] / "hw_profiles" / "host_cpu.yaml"
+    if link.exists():
+        assert load_profile(link).latency_table_path() == expected
+
+
+@pytest.mark.parametrize("xdg", [None, "", "relative/cache"])
+def test_without_an_absolute_xdg_cache_home_the_cache_is_home_dot_cache(tmp_path, monkeypatch,
+                                                                       xdg):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    if xdg is None:
+        monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    else:
+        monkeypatch.setenv("XDG_CACHE_HOME", xdg)  # XDG: a relative value is ignored
+    assert load_profile("host_cpu").latency_table_path() == \
+        tmp_path / ".cache" / "gtn-nas" / "latency" / "host_cpu.latency.json"
+
+
+def test_a_table_shipped_in_the_package_is_read_until_this_machine_builds_its_own(
+        tmp_path, monkeypatch):
+    from gtn_nas.hardware import profile_files
+
+    package = tmp_path / "package" / "hw_profiles"  # stands in for the installed package data
+    package.mkdir(parents=True)
+    write(package, VALID, "toy.yaml")
+    (package / "toy.latency.json").write_text("{}")
+    monkeypatch.setattr(profile_files, "bundled_dir", lambda: package)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    cached = tmp_path / "cache" / "gtn-nas" / "latency" / "toy.latency.json"
+    toy = load_profile(package / "toy.yaml")
+    assert toy.latency_table_path() == package / "toy.latency.json"
+    assert toy.latency_table_path(writable=True) == cached  # a build never writes the package
+    cached.parent.mkdir(parents=True)
+    cached.write_text("{}")
+    assert toy.latency_table_path() == cached  # this machine's own table wins
 
 
 def test_load_by_path_and_by_name_are_equal(tmp_path):

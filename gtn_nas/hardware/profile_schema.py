@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from gtn_nas.hardware.profile_files import latency_table_location
+
 TIERS: tuple[str, ...] = ("s", "m", "l")
 """The student tiers every profile budgets, smallest first."""
 
@@ -144,7 +146,8 @@ class HardwareProfile:
         input: Model input shape and batch.
         measurement: Latency measurement protocol.
         budgets: ``{"s": TierBudget, "m": ..., "l": ...}``.
-        latency_table: Latency lookup table file, relative to the profile's folder (or absolute).
+        latency_table: Latency lookup table file, relative to the profile's folder (or absolute;
+            for a bundled profile, relative to the user cache: see :meth:`latency_table_path`).
         source: The file the profile was loaded from (set by :func:`load_profile`, not from YAML).
 
     Example:
@@ -178,11 +181,17 @@ class HardwareProfile:
         """
         return [tier for tier in TIERS if tier in self.budgets]
 
-    def latency_table_path(self) -> Path | None:
-        """The latency table file, resolved relative to the profile file's folder.
+    def latency_table_path(self, *, writable: bool = False) -> Path | None:
+        """The latency table file: beside the profile's file, relative to its folder; for a
+        bundled profile in the user cache (``$XDG_CACHE_HOME/gtn-nas/latency/``), or the table
+        shipped beside it in the package while this machine has none
+        (:func:`gtn_nas.hardware.profile_files.latency_table_location`).
 
         Relative paths of a profile built in code (no ``source``) stay relative to the working
         directory. The file need not exist (``gtn-nas profile`` creates it).
+
+        Args:
+            writable: The file a new table is written to (never one in the package).
 
         Example:
             >>> from gtn_nas.hardware.profiles import load_profile
@@ -194,4 +203,4 @@ class HardwareProfile:
         path = Path(self.latency_table).expanduser()
         if path.is_absolute() or self.source is None:
             return path
-        return Path(self.source).parent / path
+        return latency_table_location(self.source, path, writable=writable)

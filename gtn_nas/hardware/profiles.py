@@ -1,6 +1,7 @@
 """Hardware profiles: one typed, validated description of a deployment target.
 
-A hardware profile (a YAML file, bundled ones in ``hw_profiles/``) says what the device is
+A hardware profile (a YAML file; bundled ones are package data in ``gtn_nas/hw_profiles/``, see
+:mod:`gtn_nas.hardware.profile_files`) says what the device is
 (:class:`DeviceFacts`), how models run on it (:class:`RuntimeSpec`: ONNX Runtime execution
 providers, threads, precision, opset), which input they take (:class:`InputSpec`), how latency
 is measured (:class:`MeasurementSpec`) and the budgets of the student tiers ``s``, ``m`` and ``l``
@@ -32,6 +33,7 @@ from typing import Any
 
 from gtn_nas.config import from_mapping, read_yaml
 from gtn_nas.errors import ConfigError
+from gtn_nas.hardware.profile_files import bundled_dir
 from gtn_nas.hardware.profile_schema import (BUDGET_METRICS, OPSET_RANGE, TIERS, DeviceFacts,
                                              HardwareProfile, InputSpec, MeasurementSpec,
                                              RuntimeSpec, TierBudget)
@@ -41,13 +43,14 @@ __all__ = [
     "TierBudget", "HardwareProfile", "profile_names", "load_profile", "validate_profile",
 ]
 
-PROFILES_DIR: Path = Path(__file__).resolve().parents[2] / "hw_profiles"
-"""Folder of the bundled profiles (``<name>.yaml``)."""
+PROFILES_DIR: Path = bundled_dir()
+"""Folder of the bundled profiles (``<name>.yaml``): package data, read through
+:mod:`importlib.resources`, so an installed wheel has them too."""
 
 # --------------------------------------------------------------------------------- loading
 
 def profile_names() -> list[str]:
-    """Names of the bundled profiles (stems of ``hw_profiles/*.yaml``), sorted.
+    """Names of the bundled profiles (stems of ``gtn_nas/hw_profiles/*.yaml``), sorted.
 
     Example:
         >>> profile_names()
