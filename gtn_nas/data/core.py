@@ -43,16 +43,25 @@ from gtn_nas.registry import Registry
 
 _log = logging.getLogger(__name__)
 
-DATASETS: Registry[Callable[["DatasetRequest"], "DataSplits"]] = Registry("dataset")
-"""Dataset loaders by name; each takes a :class:`DatasetRequest` and returns :class:`DataSplits`."""
+ENTRY_POINT_GROUP = "gtn_nas.datasets"
+"""Entry-point group of dataset plugins: each names a loader ``(DatasetRequest) -> DataSplits``."""
+
+DATASETS: Registry[Callable[["DatasetRequest"], "DataSplits"]] = Registry("dataset",
+                                                                           ENTRY_POINT_GROUP)
+"""Dataset loaders by name; each takes a :class:`DatasetRequest` and returns :class:`DataSplits`
+(built-ins register in code; installed packages through :data:`ENTRY_POINT_GROUP`)."""
 
 FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
+"""Where Debian's dataset-fashion-mnist puts the IDX files (read first when present)."""
 CACHE_ROOT = "~/.cache/gtn-nas/data"
+"""The data cache without ``XDG_CACHE_HOME``; :func:`data_cache_root` is the one in use."""
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 _LUMA = (0.299, 0.587, 0.114)
 _IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-_FASHION_HINT = "install Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist) or pass --data-root"
+_FASHION_HINT = ("pass --download (torchvision fetches it; needs internet), install Debian's "
+                 "dataset-fashion-mnist (apt-get install dataset-fashion-mnist) or pass "
+                 "--data-root DIR holding the IDX files")
 
 
 @dataclass(frozen=True)
@@ -127,6 +136,20 @@ class InMemoryImages(Dataset):
         return image.expand(self.channels, -1, -1).clone(), int(self.labels[index])
 
 
+def data_cache_root() -> Path:
+    """Where downloaded datasets go by default: ``$XDG_CACHE_HOME/gtn-nas/data``, else
+    ``~/.cache/gtn-nas/data`` (a relative ``XDG_CACHE_HOME`` is ignored, as the XDG spec says).
+
+    Example:
+        >>> data_cache_root().parts[-2:]
+        ('gtn-nas', 'data')
+    """
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    if xdg and Path(xdg).is_absolute():
+        return Path(xdg) / "gtn-nas" / "data"
+    return Path(CACHE_ROOT).expanduser()
+
+
 def dataset_names() -> list[str]:
     """Names of all registered datasets, sorted.
 
@@ -152,7 +175,8 @@ def load_dataset(name: str, *, root: str | os.PathLike | None = None, image_size
         test_fraction: Share split off for testing where there is no official test set.
         seed: Decides the splits, ``limit`` and synthetic data.
         augment: Random crop (and flip) on the train split.
-        download: Let torchvision download (``cifar100`` only).
+        download: Let torchvision download a missing ``fashion-mnist`` or ``cifar100`` (into
+            ``root``, default :func:`data_cache_root`; needs internet).
         limit: Keep at most this many training examples (seeded, stratified).
         **options: Per-dataset extras, e.g. ``synthetic``'s ``num_classes``/``size``/``num_examples``.
 
@@ -238,6 +262,13 @@ def _is_int(value: Any) -> bool:
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def _squashed(exc: BaseException, limit: int = 300) -> str:
+    """Every line of ``exc`` joined into one (a download error lists each mirror it tried)."""
+    text = " ".join(line.strip() for line in str(exc).strip().splitlines() if line.strip())
+    text = text if len(text) <= limit else text[:limit - 3] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _options(req: DatasetRequest, defaults: dict[str, int]) -> dict[str, int]:

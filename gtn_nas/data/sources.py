@@ -1,6 +1,15 @@
 """The in-memory datasets: ``digits`` (scikit-learn's, shipped in its wheel),
-``fashion-mnist`` (IDX files, e.g. Debian's dataset-fashion-mnist), ``cifar100`` (torchvision's
-files, downloaded only with ``download=True``) and ``synthetic`` (seeded prototypes + noise).
+``fashion-mnist`` (IDX files: Debian's dataset-fashion-mnist, or torchvision's download),
+``cifar100`` (torchvision's files) and ``synthetic`` (seeded prototypes + noise).
+
+Where the files come from, without ``--data-root``: Fashion-MNIST is read from Debian's package
+(:data:`~gtn_nas.data.core.FASHION_MNIST_ROOT`) when it is installed, else from the data cache
+(:func:`~gtn_nas.data.core.data_cache_root`); CIFAR-100 from the data cache. With
+``download=True`` a missing dataset is fetched there (or into ``--data-root``) by torchvision's
+own downloaders (``torchvision.datasets.FashionMNIST``/``CIFAR100``, which check each file's
+MD5); without it, a missing dataset is one line saying how to get it. IDX files are parsed
+here; CIFAR-100's files are pickles, which torchvision unpickles only after their MD5 matched
+the official release's, so a foreign file is refused, never run.
 
 Each registers itself in :data:`gtn_nas.data.core.DATASETS`; :mod:`gtn_nas.data` imports this
 module so that :func:`gtn_nas.data.load_dataset` knows them.
@@ -8,19 +17,45 @@ module so that :func:`gtn_nas.data.load_dataset` knows them.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import math
 import struct
 import zlib
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from torch import Tensor
 
-from gtn_nas.data.core import (_FASHION_HINT, CACHE_ROOT, DATASETS, FASHION_CLASSES,
-                               FASHION_MNIST_ROOT, DataSplits, DatasetRequest, _gather,
-                               _in_memory, _is_int, _limit, _one_line, _options, _split)
+from gtn_nas.data import core
+from gtn_nas.data.core import (_FASHION_HINT, DATASETS, FASHION_CLASSES, DataSplits,
+                               DatasetRequest, _gather, _in_memory, _is_int, _limit, _one_line,
+                               _options, _split, _squashed, data_cache_root)
 from gtn_nas.errors import ConfigError, DataError
+
+FASHION_STEMS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                 "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+"""The four IDX files of Fashion-MNIST (each also read as ``<stem>.gz``)."""
+
+
+@contextlib.contextmanager
+def _download_lock(root: Path, what: str) -> Iterator[None]:
+    """One download per folder at a time: a second process waits, then finds the files."""
+    import fcntl
+
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        handle = open(root / f".{what}.download.lock", "a")
+    except OSError as exc:
+        raise DataError(f"{what}: cannot write to {root} ({exc.strerror or exc}); choose "
+                        f"another --data-root") from exc
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 @DATASETS.register("digits")
 def _digits(req: DatasetRequest) -> DataSplits:
@@ -60,8 +95,20 @@ def _read_idx(path: Path, ndim: int) -> Tensor:
     return torch.frombuffer(bytearray(raw[header:]), dtype=torch.uint8).reshape(dims)
 
 
+def _fashion_folders(root: Path) -> list[Path]:
+    """Where IDX files are looked for under ``root``: itself (Debian's layout), then
+    torchvision's ``FashionMNIST/raw``."""
+    return [root, root / "FashionMNIST" / "raw"]
+
+
+def _has_fashion(folder: Path) -> bool:
+    """Whether each of the four IDX files is in ``folder`` (either layout, ``.gz`` or not)."""
+    return all(any((where / f"{stem}{suffix}").is_file() for where in _fashion_folders(folder)
+                   for suffix in (".gz", "")) for stem in FASHION_STEMS)
+
+
 def _fashion_part(root: Path, stem: str) -> tuple[Tensor, Tensor]:
-    folders = [root, root / "FashionMNIST" / "raw"]
+    folders = _fashion_folders(root)
     found = {}
     for kind in ("images-idx3", "labels-idx1"):
         name = f"{stem}-{kind}-ubyte"
@@ -102,35 +149,87 @@ def _official_test_split(req: DatasetRequest, train_source: tuple[Tensor, Tensor
 def _fashion_mnist(req: DatasetRequest) -> DataSplits:
     """Fashion-MNIST from IDX files; official test set, val split off the official train set."""
     _options(req, {})
-    root = req.root or Path(FASHION_MNIST_ROOT)
-    if not root.is_dir():
-        raise DataError(f"fashion-mnist: data root {root} does not exist; {_FASHION_HINT}")
+    root = _fashion_root(req)
     train_source, test_source = _fashion_part(root, "train"), _fashion_part(root, "t10k")
     return _official_test_split(req, train_source, test_source, FASHION_CLASSES)
+
+
+def _fashion_root(req: DatasetRequest) -> Path:
+    """The folder to read: ``--data-root``, else Debian's package when installed, else the data
+    cache; with ``download`` torchvision fetches what a root or the cache lacks."""
+    system = Path(core.FASHION_MNIST_ROOT)
+    if req.root is None and _has_fashion(system):
+        return system
+    root = req.root or data_cache_root()
+    flat = all(any((root / f"{stem}{suffix}").is_file() for suffix in (".gz", ""))
+               for stem in FASHION_STEMS)
+    if req.download and not flat:  # torchvision's layout: it skips files whose MD5 matches
+        _download_fashion(root)
+    elif req.root is not None:
+        if not root.is_dir():
+            raise DataError(f"fashion-mnist: data root {root} does not exist; {_FASHION_HINT}")
+    elif not _has_fashion(root):
+        raise DataError(
+            f"fashion-mnist: not found in {system} (Debian's dataset-fashion-mnist) nor in "
+            f"{root / 'FashionMNIST' / 'raw'}; pass --download to fetch it with torchvision "
+            f"into {root} (needs internet), apt-get install dataset-fashion-mnist, or pass "
+            f"--data-root DIR holding the IDX files")
+    return root
+
+
+def _download_fashion(root: Path) -> None:
+    """torchvision's own download of the four files into ``root/FashionMNIST/raw``."""
+    try:
+        from torchvision.datasets import FashionMNIST
+    except ImportError as exc:
+        raise DataError(f"fashion-mnist: torchvision is not installed, so --download cannot "
+                        f"fetch it; pip install torchvision, or {_FASHION_HINT}") from exc
+    with _download_lock(root, "fashion-mnist"):
+        try:
+            FashionMNIST(str(root), train=True, download=True)
+        except Exception as exc:  # offline (URLError), a checksum mismatch, a full disk ...
+            raise DataError(
+                f"fashion-mnist: could not download into {root / 'FashionMNIST' / 'raw'} "
+                f"({_squashed(exc)}); check the internet connection and run again, apt-get "
+                f"install dataset-fashion-mnist, or pass --data-root DIR holding the IDX "
+                f"files") from exc
 
 
 @DATASETS.register("cifar100")
 def _cifar100(req: DatasetRequest) -> DataSplits:
     """CIFAR-100 through torchvision (held in memory); val split off the official train set."""
     _options(req, {})
-    root = req.root or Path(CACHE_ROOT).expanduser()
+    root = req.root or data_cache_root()
     expected = root / "cifar-100-python"
-    how = (f"place the contents of cifar-100-python.tar.gz extracted there (so that "
-           f"{expected}/train exists) or pass --download where there is internet")
+    how = (f"pass --download to fetch it with torchvision into {root} (161 MB, needs "
+           f"internet), extract cifar-100-python.tar.gz there (so that {expected}/train "
+           f"exists), or pass --data-root DIR holding cifar-100-python/")
     if not req.download and not expected.is_dir():
         raise DataError(f"cifar100: files not found in {expected}/; {how}")
     try:
         from torchvision.datasets import CIFAR100
-
-        sets = [CIFAR100(str(root), train=flag, download=req.download) for flag in (True, False)]
-    except Exception as exc:  # torchvision reports missing/corrupt files and offline downloads variously
-        raise DataError(f"cifar100: could not load {expected}/ ({_one_line(exc)}); {how}") from exc
+    except ImportError as exc:
+        raise DataError("cifar100: torchvision is not installed; pip install torchvision") \
+            from exc
+    lock = _download_lock(root, "cifar100") if req.download else contextlib.nullcontext()
+    with lock:
+        try:
+            # torchvision checks each file's MD5 before it unpickles it (and downloads only
+            # what is missing or damaged)
+            sets = [CIFAR100(str(root), train=flag, download=req.download)
+                    for flag in (True, False)]
+        except Exception as exc:  # missing/corrupt files and offline downloads, variously
+            if req.download:
+                raise DataError(f"cifar100: could not download into {root} ({_squashed(exc)}"
+                                f"); check the internet connection and run again, or extract "
+                                f"cifar-100-python.tar.gz there") from exc
+            raise DataError(f"cifar100: could not load {expected}/ ({_one_line(exc)}); "
+                            f"{how}") from exc
     train_source, test_source = [
         (torch.from_numpy(s.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(s.targets))
         for s in sets]
     return _official_test_split(req, train_source, test_source,
                                 tuple(sets[0].classes))
-
 
 
 @DATASETS.register("synthetic")
