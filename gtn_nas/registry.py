@@ -2,7 +2,14 @@
 
 A :class:`Registry` refuses duplicate names, answers unknown names with close matches and the
 full list, and can pull extra entries from a Python entry-point group (for third-party packages)
-the first time it is read.
+the first time it is read. Entries of a group are listed without importing them; a plugin's
+code runs only when its name is asked for (:meth:`Registry.get`), so one broken package fails
+only the command that names it.
+
+A built-in registered in code may also be declared in its group (``pyproject.toml`` does so for
+every built-in, so the groups document themselves): an entry point whose value is exactly the
+built-in's ``module:qualname`` *is* that built-in. Any other entry point claiming a taken name
+makes the name unusable until one of the two is removed (:class:`PluginError` naming both).
 
 Example:
     >>> colours = Registry("colour")
@@ -21,13 +28,79 @@ from __future__ import annotations
 
 import difflib
 import logging
+from dataclasses import dataclass
 from importlib import metadata
-from typing import Callable, Generic, Iterator, TypeVar
+from typing import Any, Callable, Generic, Iterator, TypeVar
 
 from gtn_nas.errors import ConfigError, PluginError
 
 T = TypeVar("T")
 _log = logging.getLogger(__name__)
+
+OWN_DISTRIBUTION = "gtn-nas"
+"""The distribution whose entry points are this package's built-ins."""
+
+
+@dataclass(frozen=True)
+class RegistryEntry:
+    """Where one registered name comes from (what ``gtn-nas list`` prints).
+
+    Attributes:
+        name: The registered name.
+        builtin: Registered by this package (in code, or by its own entry point).
+        entry_point: ``module:attr`` of the entry point declaring it, if any.
+        distribution: ``name version`` of the distribution declaring that entry point.
+        loaded: Whether its code has been imported in this process.
+        problem: Why the name cannot be used (two declarations), else None.
+    """
+
+    name: str
+    builtin: bool
+    entry_point: str | None = None
+    distribution: str | None = None
+    loaded: bool = True
+    problem: str | None = None
+
+    @property
+    def where(self) -> str:
+        """One phrase: ``built-in``, ``built-in (gtn-nas 0.1.0, entry point m:f)``, ``pkg 1.0
+        (entry point m:f)``."""
+        details = ", ".join(part for part in (
+            self.distribution, self.entry_point and f"entry point {self.entry_point}") if part)
+        if self.builtin:
+            return f"built-in ({details})" if details else "built-in"
+        return details or "registered at run time"
+
+
+def qualified_name(obj: Any) -> str | None:
+    """``module:qualname`` of a function or class (how an entry point names it), else None."""
+    module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
+    return f"{module}:{qualname}" if isinstance(module, str) and isinstance(qualname, str) \
+        else None
+
+
+def _distribution(ep: metadata.EntryPoint) -> str | None:
+    dist = getattr(ep, "dist", None)
+    if dist is None:
+        return None
+    try:
+        return f"{dist.name} {dist.version}"
+    except Exception:  # noqa: BLE001 - malformed metadata of a foreign package: name nothing
+        return None
+
+
+def _is_own(ep: metadata.EntryPoint) -> bool:
+    dist = getattr(ep, "dist", None)
+    try:
+        name = dist.name if dist is not None else ""
+    except Exception:  # noqa: BLE001
+        return False
+    return str(name).lower().replace("_", "-") == OWN_DISTRIBUTION
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
 class Registry(Generic[T]):
@@ -44,19 +117,41 @@ class Registry(Generic[T]):
         self._entries: dict[str, T] = {}
         self._origins: dict[str, str] = {}
         self._lazy: dict[str, metadata.EntryPoint] = {}
+        self._declared: dict[str, metadata.EntryPoint] = {}  # loaded names an entry point declares
         self._conflicts: dict[str, str] = {}
         self._entry_points_discovered = entry_point_group is None
 
+    def use_entry_point_group(self, group: str) -> None:
+        """Reads ``group`` too, for a registry created before its group was chosen.
+
+        Raises:
+            ValueError: the registry already reads another group.
+        """
+        if self.entry_point_group not in (None, group):
+            raise ValueError(f"{self.kind} registry already reads entry points of "
+                             f"{self.entry_point_group}, not {group}")
+        if self.entry_point_group is None:
+            self.entry_point_group = group
+            self._entry_points_discovered = False
+
     def add(self, name: str, obj: T, origin: str = "built-in") -> T:
-        """Registers ``obj`` under ``name``; a name already taken is an error."""
+        """Registers ``obj`` under ``name``; a name already taken is an error.
+
+        Entry points are not read here (registering built-ins at import stays cheap); an entry
+        point found later that claims the same name is reported by :meth:`get`.
+        """
         if not name or not isinstance(name, str):
             raise ConfigError(f"{self.kind} name must be a non-empty string, got {name!r}")
-        self._discover_entry_points()
-        if name in self._entries or name in self._lazy:
-            raise ConfigError(
-                f"{self.kind} '{name}' is already registered (by {self.origin(name)}); "
-                f"choose another name"
-            )
+        if name in self._entries:
+            raise ConfigError(f"{self.kind} '{name}' is already registered (by "
+                              f"{self._origins[name]}); choose another name")
+        ep = self._lazy.get(name)
+        if ep is not None:
+            if ep.value != qualified_name(obj):
+                raise ConfigError(f"{self.kind} '{name}' is already registered (by entry point "
+                                  f"{ep.value}); choose another name")
+            del self._lazy[name]  # the entry point declares exactly this object
+            self._declared[name] = ep
         self._entries[name] = obj
         self._origins[name] = origin
         return obj
@@ -76,6 +171,9 @@ class Registry(Generic[T]):
         only when it is asked for (with :class:`PluginError` naming it).
         """
         self._discover_entry_points()
+        if name in self._conflicts:
+            raise PluginError(f"{self.kind} '{name}' is declared twice, by "
+                              f"{self._conflicts[name]}; uninstall one")
         if name in self._entries:
             return self._entries[name]
         if name in self._lazy:
@@ -99,6 +197,43 @@ class Registry(Generic[T]):
         self._discover_entry_points()
         return sorted(set(self._entries) | set(self._lazy))
 
+    def entries(self) -> list[RegistryEntry]:
+        """Every name with where it comes from, sorted by name; imports nothing.
+
+        Example:
+            >>> reg = Registry("widget")
+            >>> _ = reg.add("a", len)
+            >>> [(e.name, e.where) for e in reg.entries()]
+            [('a', 'built-in')]
+        """
+        self._discover_entry_points()
+        rows = []
+        for name in self.names():
+            ep = self._lazy.get(name) or self._declared.get(name)
+            builtin = (self._origins.get(name) == "built-in" if name in self._entries
+                       else ep is not None and _is_own(ep))
+            problem = (f"declared twice, by {self._conflicts[name]}"
+                       if name in self._conflicts else None)
+            rows.append(RegistryEntry(
+                name=name, builtin=builtin, entry_point=ep.value if ep is not None else None,
+                distribution=_distribution(ep) if ep is not None else None,
+                loaded=name in self._entries, problem=problem))
+        return rows
+
+    def name_of(self, obj: object) -> str | None:
+        """The name ``obj`` is registered under, among the entries already loaded (so asking
+        never imports a plugin); None if it is not one of them."""
+        return next((name for name, entry in self._entries.items() if entry is obj), None)
+
+    def rescan(self) -> None:
+        """Forgets the entry points not imported yet and reads the group again on next use
+        (after a package was installed or removed while this process runs)."""
+        if self.entry_point_group is None:
+            return
+        self._lazy.clear()
+        self._conflicts.clear()
+        self._entry_points_discovered = False
+
     def __contains__(self, name: object) -> bool:
         return name in self.names()
 
@@ -113,24 +248,31 @@ class Registry(Generic[T]):
             return
         self._entry_points_discovered = True
         for ep in metadata.entry_points(group=self.entry_point_group):
+            if ep.name in self._entries:
+                obj = self._entries[ep.name]
+                if ep.value == qualified_name(obj):
+                    self._declared.setdefault(ep.name, ep)  # a built-in declared in its group
+                else:
+                    self._conflicts[ep.name] = (f"{self._origins[ep.name]} "
+                                                f"{qualified_name(obj) or type(obj).__name__} "
+                                                f"and entry point {ep.value}")
+                continue
             other = self._lazy.get(ep.name)
             if other is not None and other.value != ep.value:
-                self._conflicts[ep.name] = f"{other.value} and {ep.value}"
+                self._conflicts[ep.name] = f"entry points {other.value} and {ep.value}"
             self._lazy[ep.name] = ep
 
     def _load(self, name: str) -> T:
-        if name in self._conflicts:
-            raise PluginError(f"{self.kind} '{name}' is declared twice, by entry points "
-                              f"{self._conflicts[name]}; uninstall one")
         ep = self._lazy[name]
         try:
             obj = ep.load()
-        except Exception as exc:  # a broken third-party package: name it, do not crash
-            raise PluginError(
-                f"{self.kind} plugin '{name}' ({ep.value}) failed to import: "
-                f"{type(exc).__name__}: {exc}"
-            ) from exc
+        except (Exception, SystemExit) as exc:  # a broken package: name it, do not crash
+            raise PluginError(f"{self.kind} plugin '{name}' ({ep.value}) failed to import: "
+                              f"{_first_line(exc)}") from exc
+        if name in self._entries:  # importing it registered it: a built-in declared in its group
+            return self._entries[name]
         del self._lazy[name]
         self._entries[name] = obj
         self._origins[name] = f"entry point {ep.value}"
+        self._declared[name] = ep
         return obj

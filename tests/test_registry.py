@@ -55,3 +55,80 @@ def test_built_in_spaces_come_through_the_public_entry_point_group():
     assert {"resnet_supernet", "mbconv"} <= set(SPACES.names())
     assert SPACES.origin("resnet_supernet") == (
         "entry point search_spaces.resnet_supernet:build_resnet_supernet")
+
+
+def builtin_factory():
+    """A stand-in built-in (its entry point value is this module's name and qualname)."""
+    return "built"
+
+
+def test_a_built_in_declared_in_its_group_is_that_built_in(monkeypatch):
+    value = f"{__name__}:builtin_factory"
+    eps = _entry_points(("mine", value), ("theirs", "json:dumps"))
+    monkeypatch.setattr(metadata, "entry_points", lambda group: eps)
+    reg = Registry("gizmo", "test.group")
+    reg.add("mine", builtin_factory)
+    assert reg.names() == ["mine", "theirs"] and reg.get("mine") is builtin_factory
+    rows = {row.name: row for row in reg.entries()}
+    assert rows["mine"].builtin and rows["mine"].entry_point == value and rows["mine"].loaded
+    assert rows["mine"].where == f"built-in (entry point {value})"
+    assert not rows["theirs"].builtin and not rows["theirs"].loaded
+    assert rows["theirs"].where == "entry point json:dumps"
+    # read first, registered after (an import the entry point itself triggers): still one entry
+    late = Registry("gizmo", "test.group")
+    assert late.names() == ["mine", "theirs"]
+    late.add("mine", builtin_factory)
+    assert late.get("mine") is builtin_factory and late.origin("mine") == "built-in"
+
+
+def test_a_plugin_claiming_a_built_in_name_makes_it_unusable_until_one_goes(monkeypatch):
+    monkeypatch.setattr(metadata, "entry_points",
+                        lambda group: _entry_points(("mine", "json:dumps")))
+    reg = Registry("gizmo", "test.group")
+    reg.add("mine", builtin_factory)
+    with pytest.raises(PluginError) as info:
+        reg.get("mine")
+    assert str(info.value) == (f"gizmo 'mine' is declared twice, by built-in {__name__}:"
+                               f"builtin_factory and entry point json:dumps; uninstall one")
+    assert reg.entries()[0].problem.startswith("declared twice, by built-in ")
+
+
+def test_registering_reads_no_entry_points_and_listing_imports_no_plugin(monkeypatch):
+    def refuse(group):
+        raise AssertionError("entry points read while registering a built-in")
+
+    monkeypatch.setattr(metadata, "entry_points", refuse)
+    reg = Registry("gizmo", "test.group")
+    reg.add("mine", builtin_factory)                     # cheap: no metadata scan at import
+    eps = _entry_points(("broken", "no_such_module_xyz:thing"))
+    monkeypatch.setattr(metadata, "entry_points", lambda group: eps)
+    assert [row.name for row in reg.entries()] == ["broken", "mine"]   # listed, not imported
+    assert reg.name_of(builtin_factory) == "mine" and reg.name_of(object()) is None
+
+
+def test_a_plugin_failing_with_a_long_message_is_one_line(monkeypatch, tmp_path):
+    (tmp_path / "loud_plugin_xyz.py").write_text(
+        "raise RuntimeError('first line\\nsecond line\\nthird line')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(metadata, "entry_points",
+                        lambda group: _entry_points(("loud", "loud_plugin_xyz:f")))
+    reg = Registry("gizmo", "test.group")
+    with pytest.raises(PluginError) as info:
+        reg.get("loud")
+    assert str(info.value) == ("gizmo plugin 'loud' (loud_plugin_xyz:f) failed to import: "
+                               "RuntimeError: first line")
+
+
+def test_a_group_chosen_later_and_a_rescan(monkeypatch):
+    found = _entry_points(("good", "json:dumps"))
+    monkeypatch.setattr(metadata, "entry_points", lambda group: found if group == "g" else [])
+    reg = Registry("gizmo")
+    reg.add("mine", builtin_factory)
+    assert reg.names() == ["mine"]
+    reg.use_entry_point_group("g")
+    assert reg.names() == ["good", "mine"]
+    with pytest.raises(ValueError, match="already reads entry points of g"):
+        reg.use_entry_point_group("other")
+    found = []                                            # the package was uninstalled
+    reg.rescan()
+    assert reg.names() == ["mine"]
