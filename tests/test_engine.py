@@ -64,8 +64,8 @@ def test_fit_learns_and_writes_metrics(data, tmp_path):
 
 
 def test_same_seed_same_weights(data, tmp_path):
-    a = fit(_method(), data.train, data.val, _config(epochs=2), tmp_path / "a")
-    b = fit(_method(), data.train, data.val, _config(epochs=2), tmp_path / "b")
+    a = fit(_method(), data.train, data.val, _config(epochs=2, milestones=(1,)), tmp_path / "a")
+    b = fit(_method(), data.train, data.val, _config(epochs=2, milestones=(1,)), tmp_path / "b")
     sa = torch.load(a.checkpoint, weights_only=True)["method"]
     sb = torch.load(b.checkpoint, weights_only=True)["method"]
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
@@ -226,9 +226,10 @@ def test_gtn_with_learned_sampler_resumes_exactly(data, tmp_path):
 def test_cpu_speed_options_train_and_keep_the_checkpoint_format(data, tmp_path, option):
     """Opt-in speed-ups: the run learns like the default one (not bit for bit: other kernels)
     and its checkpoint loads into a plain (NCHW, eager) method."""
-    config = _config(epochs=2, max_steps_per_epoch=4, **{option: True})
+    config = _config(epochs=2, milestones=(1,), max_steps_per_epoch=4, **{option: True})
     result = fit(_method(), data.train, data.val, config, tmp_path / option)
-    default = fit(_method(), data.train, data.val, _config(epochs=2, max_steps_per_epoch=4),
+    default = fit(_method(), data.train, data.val,
+                  _config(epochs=2, milestones=(1,), max_steps_per_epoch=4),
                   tmp_path / "default")
     assert result.history[-1]["train/loss"] == pytest.approx(
         default.history[-1]["train/loss"], rel=1e-3)

@@ -180,6 +180,14 @@ def build_method(config: TeacherRunConfig, num_classes: int, in_channels: int,
                      eval_recalibration_batches=config.eval_recalibration_batches)
 
 
+def _schedule_comment(train: TrainConfig) -> str:
+    """A YAML comment saying what unset milestones meant in this run (``milestones: null``
+    stays in the file, so a copy used for another number of epochs scales them again)."""
+    if train.schedule != "step" or train.milestones is not None:
+        return ""
+    return f"# train.milestones null = {train.describe_schedule()}\n"
+
+
 def _resolve_student(space, student: str) -> dict[str, Any]:
     from gtn_nas.space.students import load_sample_file
 
@@ -214,8 +222,8 @@ def train_teacher(config: TeacherRunConfig, run_dir: str | os.PathLike, *, resum
     teacher_path = curves_path = None
     extra: dict[str, Path] = {}
     if result.is_global_zero:
-        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(identity["run"],
-                                                                  sort_keys=False))
+        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(
+            identity["run"], sort_keys=False) + _schedule_comment(config.train))
         final = result.history[-1] if result.history else {}
         teacher_path = save_teacher(run_dir / "teacher.pt", method.teacher,
                                     method=config.method, data=config.data,
