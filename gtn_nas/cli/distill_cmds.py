@@ -115,7 +115,11 @@ def register(commands) -> None:
     dist.add_argument("--students", nargs="+",
                       help="preset names, sample files and/or search output directories")
     dist.add_argument("--method", help="kd (default), dkd, fitnets, at, gpd; without a "
-                                       "teacher: none (plain CE) or ls (label smoothing)")
+                                       "teacher: none (plain CE) or ls (label smoothing); "
+                                       "`gtn-nas list distillers` shows the installed ones. "
+                                       "Options default to the papers' (kd: T = 4, CE 0.1, "
+                                       "KD 0.9), not to `gtn-nas run`'s short-schedule "
+                                       "recipes (kd: T = 1, CE 0.5, KD 0.5; dkd: beta 2)")
     dist.add_argument("--baseline", help="the --out of a run of the same students with "
                                          "--method none or ls: says which students the "
                                          "teacher cannot help (its test top-1 not above "
@@ -124,14 +128,16 @@ def register(commands) -> None:
                       help="method option (e.g. temperature=2, warmup_epochs=5); repeatable")
     dist.add_argument("--teacher-mode", help="eval (default) or train")
     dist.add_argument("--data", help="dataset (default: digits)")
-    dist.add_argument("--data-root", help="dataset folder")
+    dist.add_argument("--data-root", help="dataset folder (default: Debian's package for "
+                                          "fashion-mnist, else $XDG_CACHE_HOME/gtn-nas/data)")
     dist.add_argument("--on-bad-image", choices=("stop", "skip"),
                     help="imagefolder: an unreadable or empty image stops the run with one "
                          "line naming it (stop, the default) or is skipped (skip)")
     dist.add_argument("--data-option", action="append", metavar="KEY=VALUE",
                       help="dataset option; repeatable")
     dist.add_argument("--download", action="store_true",
-                      help="let torchvision download the dataset (needs internet)")
+                      help="fetch a missing fashion-mnist or cifar100 with torchvision into "
+                           "--data-root or $XDG_CACHE_HOME/gtn-nas/data (needs internet)")
     dist.add_argument("--image-size", type=int, help="resize images to this size")
     dist.add_argument("--limit", type=int, help="use at most this many training images")
     dist.add_argument("--labelled", type=int,
@@ -141,10 +147,13 @@ def register(commands) -> None:
     dist.add_argument("--space", help="space of preset names; names a plugin file to trust it")
     dist.add_argument("--width-mult", type=float, help="width of preset students (default 0.25)")
     dist.add_argument("--seeds", help="comma-separated seeds (default: 0)")
-    dist.add_argument("--epochs", type=int, help="epochs (default: 240, the paper's recipe)")
-    dist.add_argument("--batch-size", type=int)
-    dist.add_argument("--lr", type=float)
-    dist.add_argument("--schedule", help="cosine (default), step or constant")
+    dist.add_argument("--epochs", type=int,
+                      help="epochs per student (default: 240, the GTN supplement's recipe; "
+                           "`gtn-nas run` trains its students 10)")
+    dist.add_argument("--batch-size", type=int, help="batch size (default: 64)")
+    dist.add_argument("--lr", type=float, help="SGD learning rate (default: 0.05)")
+    dist.add_argument("--schedule", help="cosine (default, as in `gtn-nas run`), step or "
+                                         "constant")
     dist.add_argument("--grad-clip", type=float, help="gradient-norm clip")
     dist.add_argument("--max-steps-per-epoch", type=int, help="cap the steps of an epoch")
     dist.add_argument("--val-every", type=int, metavar="K",

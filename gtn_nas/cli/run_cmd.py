@@ -57,19 +57,32 @@ def register(commands) -> None:
     run.add_argument("--config", help="YAML file with every stage's settings "
                                       "(examples/configs/); flags override it")
     run.add_argument("--data", help="dataset (default: digits)")
-    run.add_argument("--data-root", help="dataset folder, where the dataset needs one")
+    run.add_argument("--data-root", help="dataset folder (default: Debian's package for "
+                                         "fashion-mnist, else $XDG_CACHE_HOME/gtn-nas/data)")
     run.add_argument("--download", action="store_true",
-                     help="let torchvision download the dataset (needs internet)")
+                     help="fetch a missing fashion-mnist or cifar100 with torchvision into "
+                          "--data-root or $XDG_CACHE_HOME/gtn-nas/data (needs internet)")
     run.add_argument("--seed", type=int, help="seeds every stage (default: 0)")
     run.add_argument("--space", help="the teacher's branch space (a plugin file to trust it)")
-    run.add_argument("--sampler", help="GTN sampler: uniform, learned or adversarial")
-    run.add_argument("--teacher-epochs", type=int, help="teacher training epochs")
+    run.add_argument("--sampler", help="GTN sampler: uniform (default), learned or "
+                                       "adversarial")
+    run.add_argument("--teacher-epochs", type=int,
+                     help="epochs of the teacher's GTN fine-tuning (default: 6, after 30 "
+                          "epochs of standard pre-training; `gtn-nas train-teacher` trains "
+                          "240)")
     run.add_argument("--hw", action="append",
                      help="extra hardware profile to search for (host_cpu always runs); "
                           "repeatable")
-    run.add_argument("--budget-evals", type=int, help="search candidates per device")
-    run.add_argument("--method", help="distiller: kd (default), dkd, fitnets, at, gpd")
-    run.add_argument("--student-epochs", type=int, help="distillation epochs per student")
+    run.add_argument("--budget-evals", type=int,
+                     help="search candidates per device (default: 200; `gtn-nas search` "
+                          "evaluates 600)")
+    run.add_argument("--method", help="distiller: kd (default), dkd, fitnets, at, gpd, with "
+                                      "the short-schedule recipes of distill.recipes (kd: "
+                                      "T = 1, CE 0.5, KD 0.5; dkd: beta 2; `gtn-nas distill` "
+                                      "keeps the papers' T = 4, CE 0.1, KD 0.9)")
+    run.add_argument("--student-epochs", type=int,
+                     help="distillation epochs per student (default: 10; `gtn-nas distill` "
+                          "trains 240)")
     run.add_argument("--seeds", help="comma-separated student seeds (default: 0)")
     run.add_argument("--out", help="run directory (default: runs/run-<date>-<time>)")
     run.add_argument("--resume", action="store_true",

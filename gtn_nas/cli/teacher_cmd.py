@@ -82,19 +82,22 @@ def register(commands) -> None:
     tt = commands.add_parser("train-teacher", help="train a teacher: standard, SFTN or GTN")
     tt.add_argument("--config", help="YAML file of options (command-line flags override it)")
     tt.add_argument("--method", help="standard, sftn or gtn (default: gtn)")
-    tt.add_argument("--teacher", help="teacher name (resnet32, resnet32x4, wrn40_2, "
-                                      "efficientnet_b0, ...)")
+    tt.add_argument("--teacher", help="teacher name (default: resnet32; `gtn-nas list "
+                                      "teachers` shows the installed ones)")
     tt.add_argument("--teacher-option", action="append", metavar="KEY=VALUE",
                     help="teacher builder option (e.g. norm=none for tiny); repeatable")
-    tt.add_argument("--data", help="dataset (digits, fashion-mnist, cifar100, imagefolder)")
-    tt.add_argument("--data-root", help="dataset folder")
+    tt.add_argument("--data", help="dataset (default: digits; also fashion-mnist, cifar100, "
+                                   "imagefolder, synthetic: `gtn-nas list datasets`)")
+    tt.add_argument("--data-root", help="dataset folder (default: Debian's package for "
+                                        "fashion-mnist, else $XDG_CACHE_HOME/gtn-nas/data)")
     tt.add_argument("--on-bad-image", choices=("stop", "skip"),
                     help="imagefolder: an unreadable or empty image stops the run with one "
                          "line naming it (stop, the default) or is skipped (skip)")
     tt.add_argument("--data-option", action="append", metavar="KEY=VALUE",
                     help="dataset option (e.g. num_classes=5 for synthetic); repeatable")
     tt.add_argument("--download", action="store_true",
-                    help="let torchvision download the dataset (needs internet)")
+                    help="fetch a missing fashion-mnist or cifar100 with torchvision into "
+                         "--data-root or $XDG_CACHE_HOME/gtn-nas/data (needs internet)")
     tt.add_argument("--image-size", type=int, help="resize images to this size")
     tt.add_argument("--limit", type=int, help="use at most this many training images")
     tt.add_argument("--pretrained", action="store_true",
@@ -128,12 +131,20 @@ def register(commands) -> None:
                     help="weight of the branch KL term (default: 3 on cifar100, else 1)")
     tt.add_argument("--warmup-epochs", type=int,
                     help="epochs with the teacher frozen while the branches learn")
-    tt.add_argument("--epochs", type=int)
-    tt.add_argument("--batch-size", type=int, help="global batch size")
-    tt.add_argument("--lr", type=float)
-    tt.add_argument("--schedule", help="step (default), cosine or constant")
-    tt.add_argument("--milestones", type=int, nargs="+", help="epochs of the x0.1 steps")
-    tt.add_argument("--seed", type=int)
+    tt.add_argument("--epochs", type=int,
+                    help="training epochs (default: 240, the papers' recipe; `gtn-nas run` "
+                         "pre-trains its teacher 30 epochs, then fine-tunes it 6)")
+    tt.add_argument("--batch-size", type=int, help="global batch size (default: 64)")
+    tt.add_argument("--lr", type=float, help="SGD learning rate (default: 0.05; `gtn-nas run` "
+                                             "fine-tunes at 0.01)")
+    tt.add_argument("--schedule", help="step (default), cosine or constant (`gtn-nas run` "
+                                       "uses cosine)")
+    tt.add_argument("--milestones", type=int, nargs="+", metavar="EPOCH",
+                    help="step schedule: multiply the learning rate by 0.1 after these epochs "
+                         "(default: the papers' 150 180 210 of 240 scaled to --epochs, e.g. "
+                         "9 11 13 for 15; each must be below --epochs)")
+    tt.add_argument("--seed", type=int, help="seeds data splits, weights and order "
+                                             "(default: 0)")
     tt.add_argument("--max-steps-per-epoch", type=int, help="cap the steps of an epoch")
     tt.add_argument("--val-every", type=int, metavar="K",
                     help="validate every K epochs and after the last (default 1)")
