@@ -59,14 +59,11 @@ _log = logging.getLogger(__name__)
 CHECKPOINT_NAME = "last.pt"
 CHECKPOINT_FORMAT = "gtn-nas-train/1"
 
-PAPER_EPOCHS = 240
-PAPER_MILESTONES = (150, 180, 210)
-"""The papers' step schedule: x0.1 after epochs 150, 180 and 210 of 240."""
+PAPER_EPOCHS, PAPER_MILESTONES = 240, (150, 180, 210)  # the papers' x0.1 steps
 
 
 def scaled_milestones(epochs: int) -> tuple[int, ...]:
-    """The papers' milestones at the same fractions of a run of ``epochs`` (150/240, 180/240,
-    210/240, rounded down, at least 1): what ``TrainConfig(milestones=None)`` steps at.
+    """The papers' milestones at the same fractions of ``epochs`` (rounded down, >= 1).
 
     Example:
         >>> scaled_milestones(240), scaled_milestones(15), scaled_milestones(100)
@@ -86,10 +83,8 @@ class TrainConfig:
     speed"): each changes the numbers in the last bits, so a seeded run is reproduced only
     with the same settings (and the same thread count).
 
-    ``schedule="step"`` multiplies the learning rate by ``gamma`` after each epoch of
-    ``milestones``. None (the default) places them where the papers' 150/180/210 of 240 fall
-    in this run (:func:`scaled_milestones`: 9/11/13 of 15 epochs), so a shorter run still
-    decays; explicit milestones are kept and must lie inside the run.
+    ``milestones`` (step schedule, x ``gamma`` after each): None places the papers' 150/180/210
+    of 240 at the same fractions of the run (:func:`scaled_milestones`); explicit ones are kept.
     """
 
     epochs: int = 240
@@ -142,49 +137,23 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(f"training config: {message}")
-        self._validate_milestones()
+        # an error, not a warning lost in a log: a milestone outside the run silently keeps
+        # the learning rate (the 240-epoch recipe's 150/180/210 in a 15-epoch run)
+        if self.schedule != "step" or self.milestones is None or all(
+                type(m) is int and 1 <= m < self.epochs for m in self.milestones):
+            return
+        raise ConfigError(
+            f"training config: milestones {', '.join(map(str, self.milestones))} do not fit a "
+            f"run of {self.epochs} epochs (the step after epoch m acts from epoch m + 1, so "
+            f"each must be in 1..{self.epochs - 1}); leave milestones unset to scale the "
+            f"papers' 150/180/210 of 240 to this run "
+            f"({', '.join(map(str, scaled_milestones(self.epochs)))}), or give --milestones "
+            f"inside the run")
 
     def resolved_milestones(self) -> tuple[int, ...]:
-        """The epochs after which a step schedule decays: ``milestones``, or when None the
-        papers' fractions of ``epochs`` (:func:`scaled_milestones`)."""
-        if self.milestones is None:
-            return scaled_milestones(self.epochs)
-        return tuple(self.milestones)
-
-    def describe_schedule(self) -> str:
-        """The learning-rate schedule in words, e.g. ``step: x0.1 after epochs 9, 11, 13 of 15
-        (the papers' 150/180/210 of 240, scaled)``.
-
-        Example:
-            >>> TrainConfig(epochs=15).describe_schedule()
-            "step: x0.1 after epochs 9, 11, 13 of 15 (the papers' 150/180/210 of 240, scaled)"
-        """
-        if self.schedule == "cosine":
-            return f"cosine from {self.lr:g} over {self.epochs} epochs"
-        if self.schedule != "step":
-            return f"constant {self.lr:g}"
-        steps = ", ".join(map(str, self.resolved_milestones()))
-        how = ("the papers' 150/180/210 of 240, scaled" if self.milestones is None
-               else "as given")
-        return f"step: x{self.gamma:g} after epochs {steps} of {self.epochs} ({how})"
-
-    def _validate_milestones(self) -> None:
-        """Explicit milestones of a step schedule must act inside the run: one that does not
-        would silently leave the learning rate where it was (the 240-epoch recipe's 150/180/210
-        in a 15-epoch run kept it constant), so it is an error, not a warning lost in a log."""
-        if self.schedule != "step" or self.milestones is None:
-            return
-        bad = [m for m in self.milestones
-               if isinstance(m, bool) or not isinstance(m, int) or not 1 <= m < self.epochs]
-        if bad:
-            shown = ", ".join(str(m) for m in self.milestones)
-            raise ConfigError(
-                f"training config: milestones {shown} do not fit a run of {self.epochs} "
-                f"epochs (the step after epoch m acts from epoch m + 1, so each must be in "
-                f"1..{self.epochs - 1}); leave milestones unset to scale the papers' "
-                f"150/180/210 of 240 to this run "
-                f"({', '.join(map(str, scaled_milestones(self.epochs)))}), or give "
-                f"--milestones inside the run")
+        """``milestones``, or when None the papers' fractions of ``epochs``."""
+        return scaled_milestones(self.epochs) if self.milestones is None \
+            else tuple(self.milestones)
 
 
 @dataclass
@@ -271,29 +240,26 @@ def seed_everything(seed: int) -> None:
 
 
 def config_digest(record: Mapping[str, Any]) -> str:
-    """A stable digest of a resolved configuration (what a resumed run must match).
-
-    Unset milestones (``null``: scaled to the run) are digested as what they mean, so a run
-    started when the default was the fixed 150/180/210 resumes whenever its schedule is the
-    same: a cosine or constant schedule (milestones unused), or a 240-epoch step schedule.
-    """
+    """A stable digest of a resolved configuration (what a resumed run must match); unset
+    milestones count as what they mean (:func:`_milestones_as_meant`)."""
     plain = _milestones_as_meant(to_plain(record))
     return hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _milestones_as_meant(value: Any) -> Any:
-    """``value`` with every training config's ``milestones: None`` replaced by the milestones
-    it stands for (the former fixed default where the schedule does not use them)."""
+    """Every training config's ``milestones: None`` as the milestones it stands for (the
+    former fixed default where the schedule does not use them): a run started under the fixed
+    150/180/210 resumes where its schedule is unchanged (cosine, constant, 240-epoch step)."""
+    if not isinstance(value, (dict, list)):
+        return value
     if isinstance(value, list):
         return [_milestones_as_meant(item) for item in value]
-    if not isinstance(value, dict):
-        return value
     value = {key: _milestones_as_meant(item) for key, item in value.items()}
-    if {"milestones", "schedule", "epochs", "gamma"} <= set(value) \
-            and value["milestones"] is None:
-        epochs = value["epochs"]
-        used = value["schedule"] == "step" and isinstance(epochs, int)
-        value["milestones"] = list(scaled_milestones(epochs) if used else PAPER_MILESTONES)
+    if {"milestones", "schedule", "epochs", "gamma"} <= set(value) and \
+            value["milestones"] is None:
+        step = value["schedule"] == "step" and isinstance(value["epochs"], int)
+        value["milestones"] = list(scaled_milestones(value["epochs"]) if step
+                                   else PAPER_MILESTONES)
     return value
 
 
@@ -382,7 +348,6 @@ def fit(method: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainCo
         optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum,
                                     weight_decay=config.weight_decay, nesterov=config.nesterov)
         scheduler = _scheduler(optimizer, config)
-        _log.info("learning rate %g, %s", config.lr, config.describe_schedule())
         history: list[dict[str, Any]] = []
         start_epoch = 0
         if state is not None:

@@ -81,7 +81,7 @@ def test_train_teacher_at_fifteen_epochs_steps_and_says_so(tmp_path, capsys):
     assert lrs == pytest.approx([0.05] * 9 + [0.005] * 2 + [0.0005] * 2 + [0.00005] * 2)
     text = (out / "config.yaml").read_text()
     assert yaml.safe_load(text)["train"]["milestones"] is None  # a copy scales them again
-    assert text.endswith("# train.milestones null = step: x0.1 after epochs 9, 11, 13 of 15 "
+    assert text.endswith("# train.milestones null = x0.1 after epochs 9, 11, 13 of 15 "
                          "(the papers' 150/180/210 of 240, scaled)\n")
     assert yaml.safe_load(text)["train"]["epochs"] == 15
 

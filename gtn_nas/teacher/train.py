@@ -185,7 +185,9 @@ def _schedule_comment(train: TrainConfig) -> str:
     stays in the file, so a copy used for another number of epochs scales them again)."""
     if train.schedule != "step" or train.milestones is not None:
         return ""
-    return f"# train.milestones null = {train.describe_schedule()}\n"
+    steps = ", ".join(map(str, train.resolved_milestones()))
+    return (f"# train.milestones null = x{train.gamma:g} after epochs {steps} of "
+            f"{train.epochs} (the papers' 150/180/210 of 240, scaled)\n")
 
 
 def _resolve_student(space, student: str) -> dict[str, Any]:
