@@ -30,6 +30,8 @@ def stage_of(module: str) -> str:
     parts = module.split(".")
     if len(parts) == 1:
         return "package"  # gtn_nas/__init__.py: the version, imports nothing
+    if parts[1] == "__main__":
+        return "cli"  # python -m gtn_nas: the command line's entry, above every stage
     return parts[1] if parts[1] in LEVEL else "floor"
 
 
@@ -92,6 +94,21 @@ def test_no_import_cycles():
         if node not in state:
             visit(node, [node])
     assert not cycles, "import cycles:\n" + "\n".join(cycles)
+
+
+def test_python_dash_m_gtn_nas_sits_at_the_command_line_level():
+    assert stage_of("gtn_nas.__main__") == "cli"
+    assert "gtn_nas.cli" in graph()["gtn_nas.__main__"]
+
+
+def test_bundled_profiles_are_package_data():
+    """The top-level ``hw_profiles`` of the layout is a link to the package's folder, so the
+    profiles a checkout shows are those a wheel installs."""
+    root = PACKAGE.parent
+    assert sorted(p.name for p in (PACKAGE / "hw_profiles").glob("*.yaml")) == \
+        ["host_cpu.yaml", "jetson.yaml", "raspberry_pi4.yaml"]
+    if (root / "hw_profiles").exists():
+        assert (root / "hw_profiles").resolve() == (PACKAGE / "hw_profiles").resolve()
 
 
 def test_no_module_over_500_lines():
