@@ -65,11 +65,13 @@ class RegistryEntry:
     def where(self) -> str:
         """One phrase: ``built-in``, ``built-in (gtn-nas 0.1.0, entry point m:f)``, ``pkg 1.0
         (entry point m:f)``."""
-        details = ", ".join(part for part in (
-            self.distribution, self.entry_point and f"entry point {self.entry_point}") if part)
+        point = f"entry point {self.entry_point}" if self.entry_point else None
         if self.builtin:
+            details = ", ".join(part for part in (self.distribution, point) if part)
             return f"built-in ({details})" if details else "built-in"
-        return details or "registered at run time"
+        if self.distribution and point:
+            return f"{self.distribution} ({point})"
+        return self.distribution or point or "registered at run time"
 
 
 def qualified_name(obj: Any) -> str | None:

@@ -21,7 +21,8 @@ from typing import Sequence
 from gtn_nas import __version__
 from gtn_nas.errors import GtnNasError
 
-COMMAND_MODULES = ("space_cmds", "teacher_cmd", "search_cmds", "distill_cmds", "run_cmd")
+COMMAND_MODULES = ("space_cmds", "teacher_cmd", "search_cmds", "distill_cmds", "run_cmd",
+                   "list_cmd")
 
 
 class OneLineParser(argparse.ArgumentParser):

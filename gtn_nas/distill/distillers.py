@@ -58,9 +58,16 @@ from gtn_nas.registry import Registry
 
 TeacherMode = Literal["eval", "train"]
 
-DISTILLERS: Registry[Callable[..., "Distiller"]] = Registry("distillation method")
+ENTRY_POINT_GROUP = "gtn_nas.distillers"
+"""Entry-point group of distiller plugins: each names a factory (usually a
+:class:`Distiller` subclass) called as ``factory(student, teacher, block_units, teacher_mode,
+**options)`` whose keyword-only parameters are its ``--option`` names
+(:func:`gtn_nas.testing.check_distiller` checks one the way the built-ins are checked)."""
+
+DISTILLERS: Registry[Callable[..., "Distiller"]] = Registry("distillation method",
+                                                             ENTRY_POINT_GROUP)
 """Method name -> distiller class (``kd``, ``dkd``, ``fitnets``, ``at``, ``ls``, ``none``,
-``gpd``)."""
+``gpd``; installed packages add theirs through :data:`ENTRY_POINT_GROUP`)."""
 
 TEACHERLESS = ("none", "ls")
 """Methods that train a student without a teacher: the baselines a distilled student must beat."""
@@ -130,8 +137,8 @@ class Distiller(nn.Module):
 
     @property
     def method_name(self) -> str:
-        return next((name for name in DISTILLERS.names() if DISTILLERS.get(name) is type(self)),
-                    type(self).__name__)
+        # among the loaded entries only: asking a name never imports another plugin
+        return DISTILLERS.name_of(type(self)) or type(self).__name__
 
     def train(self, mode: bool = True) -> "Distiller":
         super().train(mode)

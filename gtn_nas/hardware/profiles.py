@@ -32,11 +32,12 @@ from pathlib import Path
 from typing import Any
 
 from gtn_nas.config import from_mapping, read_yaml
-from gtn_nas.errors import ConfigError
+from gtn_nas.errors import ConfigError, PluginError
 from gtn_nas.hardware.profile_files import bundled_dir
 from gtn_nas.hardware.profile_schema import (BUDGET_METRICS, OPSET_RANGE, TIERS, DeviceFacts,
                                              HardwareProfile, InputSpec, MeasurementSpec,
                                              RuntimeSpec, TierBudget)
+from gtn_nas.registry import Registry
 
 __all__ = [
     "TIERS", "PROFILES_DIR", "DeviceFacts", "RuntimeSpec", "InputSpec", "MeasurementSpec",
@@ -46,6 +47,32 @@ __all__ = [
 PROFILES_DIR: Path = bundled_dir()
 """Folder of the bundled profiles (``<name>.yaml``): package data, read through
 :mod:`importlib.resources`, so an installed wheel has them too."""
+
+ENTRY_POINT_GROUP = "gtn_nas.profiles"
+PROFILE_PLUGINS: Registry[Any] = Registry("hardware profile", ENTRY_POINT_GROUP)
+"""Profiles of installed packages: each entry point of :data:`ENTRY_POINT_GROUP` names the path
+of a YAML profile (or a callable returning it), validated like any profile file; a bundled
+profile of the same name wins."""
+
+
+def plugin_profile_path(name: str) -> Path:
+    """The YAML file that an installed package's profile ``name`` points to.
+
+    Raises:
+        ConfigError: no package declares ``name``.
+        PluginError: its entry point fails to import or names no file.
+    """
+    target = PROFILE_PLUGINS.get(name)
+    where = f"hardware profile plugin '{name}' ({PROFILE_PLUGINS.origin(name)})"
+    try:
+        path = Path(os.fspath(target() if callable(target) else target)).expanduser()
+    except Exception as exc:  # noqa: BLE001 - a broken package: name it in one line
+        raise PluginError(f"{where} gives no file path: {type(exc).__name__}: "
+                          f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+                          ) from exc
+    if not path.is_file():
+        raise PluginError(f"{where} names {path}, which is not a file")
+    return path.resolve()
 
 # --------------------------------------------------------------------------------- loading
 
@@ -72,13 +99,15 @@ def _resolve(name_or_path: str | os.PathLike) -> Path:
                           f"(bundled profiles: {bundled})")
     if not looks_like_path and text in names:
         return PROFILES_DIR / f"{text}.yaml"
+    if not looks_like_path and text in PROFILE_PLUGINS:
+        return plugin_profile_path(text)
     if looks_like_path:
         bundled_file = PROFILES_DIR / path.name
         if path.parent == Path(".") and bundled_file.is_file():
             return bundled_file  # "jetson.yaml" names the bundled file
         raise ConfigError(f"hardware profile file {text} does not exist "
                           f"(bundled profiles: {bundled})")
-    close = difflib.get_close_matches(text, names, n=3, cutoff=0.5)
+    close = difflib.get_close_matches(text, names + PROFILE_PLUGINS.names(), n=3, cutoff=0.5)
     hint = f" (did you mean: {', '.join(close)}?)" if close else ""
     raise ConfigError(f"unknown hardware profile '{text}'{hint}; bundled profiles: {bundled}; "
                       f"or give the path of a YAML file")

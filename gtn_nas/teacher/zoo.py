@@ -16,6 +16,11 @@ efficientnet_b0 torchvision EfficientNet-B0                  features[0:3], [3],
 tiny            three conv stages 8/16/32 (for tests)        each stage
 =============== ============================================ ===========================
 
+Installed packages add teachers through the entry-point group ``gtn_nas.teachers``
+(:data:`ENTRY_POINT_GROUP`): each names a builder ``builder(num_classes, in_channels,
+**keyword-only options) -> TeacherNet``, imported only when its name is asked for;
+:func:`gtn_nas.testing.check_teacher` checks one the way the built-ins are checked.
+
 Weights are never downloaded: ``pretrained=True`` (EfficientNet-B0 only) reads torch hub's cache
 file, and ``weights_path`` reads any ``torch.save``'d state_dict with ``weights_only=True``.
 
@@ -39,6 +44,11 @@ from typing import Any
 from gtn_nas.errors import ConfigError
 from gtn_nas.teacher import efficientnet, resnets  # noqa: F401  (register the families)
 from gtn_nas.teacher.net import TEACHERS, TeacherNet, _check_size, _load_checked
+
+ENTRY_POINT_GROUP = "gtn_nas.teachers"
+"""Entry-point group of teacher plugins (the built-ins are declared in it too)."""
+
+TEACHERS.use_entry_point_group(ENTRY_POINT_GROUP)
 
 
 # --------------------------------------------------------------------------------------------
