@@ -24,6 +24,21 @@ def image_tree(root: Path, parts: dict[str, int], classes=("cat", "dog", "fox"))
             for i in range(per_class):
                 colour = (80 * c, 10 * i, 200 - 60 * c)
                 Image.new("RGB", (12, 10), colour).save(folder / f"{i}.png")
+# Slow tests of modules that do not import pytest, so they take no decorator: marked here.
+SLOW_IN_MODULES_WITHOUT_PYTEST = {
+    "test_many_writers.py::test_a_second_trainer_on_the_same_folder_is_refused_naming_the_first",
+    "test_many_writers.py::test_copies_of_one_distill_command_share_its_jobs",
+    "test_examples.py::test_custom_space_plugin_end_to_end",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        name = f"{item.path.name}::{getattr(item, 'originalname', item.name)}"
+        if name in SLOW_IN_MODULES_WITHOUT_PYTEST:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def user_cache(tmp_path_factory):
     """A user cache of the session's own (``XDG_CACHE_HOME``, inherited by the commands tests

@@ -59,6 +59,7 @@ def test_every_export_is_documented():
     assert [name for name in PUBLIC if f"`{name}" not in text] == []
 
 
+@pytest.mark.slow
 def test_api_doc_examples_run(tmp_path):
     """The python blocks of docs/api.md, in order, as one script in an empty folder."""
     blocks = python_blocks(API_DOC.read_text())

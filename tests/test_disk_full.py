@@ -99,6 +99,7 @@ def test_a_distill_export_on_a_full_disk_is_one_line_and_the_rerun_finishes(tmp_
     assert not [p for p in (tmp_path / "distill").rglob("*") if p.name.endswith(".tmp")]
 
 
+@pytest.mark.slow
 def test_a_search_report_on_a_full_disk_is_one_line_and_the_rerun_writes_it(tmp_path,
                                                                             monkeypatch, capsys):
     out, name = tmp_path / "search", "candidates.json"
@@ -114,6 +115,7 @@ def test_a_search_report_on_a_full_disk_is_one_line_and_the_rerun_writes_it(tmp_
     assert (out / name).is_file() and (out / "summary.md").is_file()
 
 
+@pytest.mark.slow
 def test_a_latency_table_on_a_full_disk_leaves_no_table(tmp_path, monkeypatch, capsys):
     import yaml
 

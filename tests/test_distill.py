@@ -505,6 +505,8 @@ def test_labelled_is_refused_on_datasets_read_from_files(tmp_path):
         load_splits(config)
 
 
+@pytest.mark.slow
+@pytest.mark.ddp
 def test_ddp_distill_trains_its_one_job_in_two_processes_and_refuses_several(teacher_file,
                                                                             tmp_path, capsys):
     """Lightning starts the second rank by running the command again: that rank must train

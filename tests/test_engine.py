@@ -189,6 +189,7 @@ def test_bad_training_configs(data, tmp_path):
         fit(_method(), data.train, data.val, _config(batch_size=4096), tmp_path)
 
 
+@pytest.mark.slow
 def test_gtn_with_learned_sampler_resumes_exactly(data, tmp_path):
     """The distribution's logits, its Adam state and the path draws survive a resume."""
     from gtn_nas.teacher.methods.gtn import GTNMethod

@@ -84,6 +84,7 @@ def trials(tmp_path_factory):
     return base, results
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", ["teacher", "distill", "run"])
 def test_killed_and_resumed_equals_uninterrupted(trials, stage):
     base, results = trials
@@ -99,6 +100,7 @@ def test_killed_and_resumed_equals_uninterrupted(trials, stage):
     assert wanted <= {p.name for p in files} and comparison.checkpoints == len(files)
 
 
+@pytest.mark.slow
 def test_the_comparison_catches_changed_weights_metrics_and_stray_files(trials, tmp_path):
     """The harness can fail: one changed weight, one changed metric, a stray temporary and a
     truncated checkpoint are each reported."""
@@ -124,6 +126,7 @@ def test_the_comparison_catches_changed_weights_metrics_and_stray_files(trials, 
     assert not result.ok
 
 
+@pytest.mark.slow
 def test_gtn_branch_metrics_survive_a_resume_with_short_epochs(tmp_path):
     """Killed after epoch 1 of a GTN teacher with 1 step per epoch (< 4 recalibration
     batches): epoch 2's validation record must equal the uninterrupted run's (the harness
@@ -155,6 +158,7 @@ def test_gtn_branch_metrics_survive_a_resume_with_short_epochs(tmp_path):
     assert [strip_timing(r) for r in resumed] == [strip_timing(r) for r in full]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", ["distill", "run"])
 def test_a_rerun_removes_temporaries_of_a_killed_writer(trials, tmp_path, capsys, stage):
     """A kill during an atomic write of a summary, a search file or run.json leaves

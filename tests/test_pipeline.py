@@ -33,6 +33,7 @@ def tiny_config(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_run_end_to_end_produces_every_artifact_its_report_names(capsys, tmp_path,
                                                                   tiny_config):
     out_dir = tmp_path / "run"

@@ -127,6 +127,7 @@ def test_search_cli_writes_all_outputs(tmp_path, capsys):
     assert code == 2
 
 
+@pytest.mark.slow
 def test_search_through_a_gtn_teacher(tmp_path, capsys):
     run = tmp_path / "gtn"
     assert main(["train-teacher", "--method", "gtn", "--teacher", "tiny", "--data", "synthetic",

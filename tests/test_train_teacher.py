@@ -58,6 +58,8 @@ def test_each_method_writes_a_complete_run_directory(capsys, tmp_path, method, e
     assert torch.equal(teacher(x), trained(x))
 
 
+@pytest.mark.slow
+@pytest.mark.ddp
 def test_ddp_two_processes_train_what_one_process_trains(tmp_path):
     """2 CPU processes (gloo), global batch 16 = 2 x 8, against 1 process with batch 16.
 
@@ -138,6 +140,8 @@ def test_out_that_is_a_file_is_refused_before_training(capsys, tmp_path):
     assert target.read_text() == "keep me"
 
 
+@pytest.mark.slow
+@pytest.mark.ddp
 def test_gtn_with_a_learned_sampler_runs_under_ddp(tmp_path):
     """Unsampled candidates and block-1 logits get no gradient: DDP must allow unused
     parameters. (Both ranks draw the same paths by construction: the path generator is seeded
