@@ -29,6 +29,7 @@ SLOW_IN_MODULES_WITHOUT_PYTEST = {
     "test_many_writers.py::test_a_second_trainer_on_the_same_folder_is_refused_naming_the_first",
     "test_many_writers.py::test_copies_of_one_distill_command_share_its_jobs",
     "test_examples.py::test_custom_space_plugin_end_to_end",
+    "test_examples.py::test_quickstart_parses_and_custom_profile_loads",
 }
 
 

@@ -124,6 +124,7 @@ def test_bad_sample_files_and_broken_plugins(capsys, tmp_path, name, content, fl
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_debug_shows_the_traceback(tmp_path):
     done = subprocess.run([sys.executable, "-m", "gtn_nas.cli", "--debug", "space", "show",
                            "--space", "nope"], capture_output=True, text=True)

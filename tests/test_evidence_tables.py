@@ -89,6 +89,7 @@ def test_bootstrap_interval_covers_the_mean_and_shrinks_with_more_data():
     assert np.isnan(tables.bootstrap_ci([1.0])[0])
 
 
+@pytest.mark.slow
 def test_proxy_ranking_finds_the_score_planted_to_rank(tmp_path):
     acc = np.linspace(0.5, 0.9, 12)
     rng = np.random.default_rng(0)
@@ -304,6 +305,7 @@ def test_the_warmup_teacher_has_every_teachers_epochs_and_its_students_are_plann
             evidence.teacher_tasks(tmp_path, dataclasses.replace(scale, gtn_warmup=bad))
 
 
+@pytest.mark.slow
 def test_a_warmup_teacher_trains_its_pretraining_then_gtn_from_its_weights(tmp_path):
     """The two phases really run: pretrain/ holds a standard teacher of the pre-training's
     epochs; the GTN run starts from its weights; done.json counts the epochs of both; a second
