@@ -139,6 +139,16 @@ def from_mapping(cls: type[T], data: Mapping[str, Any], where: str = "config") -
             close = difflib.get_close_matches(str(key), list(fields), n=3)
             hint = f" (did you mean: {', '.join(close)}?)" if close else ""
             raise ConfigError(f"{where}: unknown option '{key}'{hint}")
+        default = fields[key].default_factory  # type: ignore[misc]
+        if isinstance(value, Mapping) and default is not dataclasses.MISSING:
+            # a partial section keeps the field's own defaults for what it leaves out (a
+            # stage's ``train: {epochs: 4}`` keeps that stage's learning rate and schedule,
+            # not the plain TrainConfig's)
+            base = default()
+            if dataclasses.is_dataclass(base):
+                value = {**{f.name: to_plain(getattr(base, f.name))
+                            for f in dataclasses.fields(base) if f.init and f.name not in value},
+                         **value}
         values[key] = _coerce(key, value, hints[key], where)
     try:
         return cls(**values)
