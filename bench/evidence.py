@@ -15,8 +15,10 @@ label smoothing (``ls``), on seeds 1-5. ``--quick`` keeps its numbers above chan
 Stages (each result is written when done; a re-run skips what is finished, so a killed study
 resumes where it stopped):
 
-1. ``search``: s/m/l for host_cpu (``gtn-nas run``'s search stage: NASWOT score, auto MFLOPs
-   budgets, latency measured here) plus ``--random-students`` random students of the pool.
+1. ``search``: s/m/l for host_cpu (``gtn-nas run``'s search stage picking by the NASWOT
+   score alone, ``select: proxy``, as this study ran on 2026-12-07 when budgets were MFLOPs
+   percentiles; now latency budgets measured here) plus ``--random-students`` random students
+   of the pool.
 2. ``teachers``: standard, SFTN (one per student), GTN (one per ``--samplers``), each trained
    with the same recipe on the same data; and ``gtn-warmup``, the recipe ``gtn-nas run``
    ships: a standard teacher for ``teacher_epochs - gtn_warmup`` epochs, then ``--gtn-warmup``
@@ -182,7 +184,7 @@ def search_stage(out: Path, scale: Scale) -> None:
     config = RunConfig(data=DATA, image_size=scale.image_size, limit=scale.limit, seed=0,
                        teacher=TeacherStage(space=SPACE, width_mult=WIDTH),
                        search=SearchStage(hw=("host_cpu",), budget_evals=scale.search_evals,
-                                          latency="measure", score="naswot"))
+                                          latency="measure", score="naswot", select="proxy"))
     started = time.perf_counter()
     record = run_search_stage(config, out / "search", teacher_path=Path("unused"))
     record["seconds"] = round(time.perf_counter() - started, 1)
@@ -550,7 +552,6 @@ def speed_stage(out: Path, scale: Scale) -> None:
 
     from gtn_nas.data import load_dataset
     from gtn_nas.hardware.latency import measure_module
-    from gtn_nas.run.pipeline import auto_budgets
     from gtn_nas.space.plugins import build_space
     from gtn_nas.hardware.profiles import load_profile
     from gtn_nas.search.scoring import build_scorer
@@ -585,7 +586,13 @@ def speed_stage(out: Path, scale: Scale) -> None:
                 model(x)
                 times.append((time.perf_counter() - start) * 1e3)
         picks[tier] = {"ort_ms": round(ort_ms, 4), "torch_ms": round(float(np.median(times)), 4)}
-    profile = dataclasses.replace(profile, budgets=auto_budgets(space, 0))
+    from gtn_nas.search.budgets import device_budgets
+    from gtn_nas.search.devices import device_latency
+    from gtn_nas.space.costs import UnitCosts
+
+    estimate = device_latency(space, profile, UnitCosts(space), mode="estimate")
+    profile = dataclasses.replace(profile, budgets=device_budgets(space, profile, estimate,
+                                                                  rule="latency")[0])
     timings = {}
     # the search itself at the full count (params: no scoring cost), NASWOT at a tenth of it
     counts = {"params": scale.search_time_candidates,

@@ -15,18 +15,17 @@ Run it:  ./dev python examples/custom_space_end_to_end.py [--quick] [--out DIR]
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import time
 from pathlib import Path
 
 from gtn_nas.distill.jobs import DistillRunConfig, distill
 from gtn_nas.engine import TrainConfig
 from gtn_nas.space.export import export_student_checkpoint
-from gtn_nas.run.pipeline import auto_budgets, distinct_picks
 from gtn_nas.hardware.profiles import load_profile
-from gtn_nas.search.scoring import load_branch_scorer
-from gtn_nas.search.strategy import run_search
+from gtn_nas.search.devices import search_devices
 from gtn_nas.search.report import save_search
+from gtn_nas.search.scoring import load_branch_scorer
+from gtn_nas.search.selection import HalvingConfig
 from gtn_nas.teacher.train import TeacherRunConfig, train_teacher
 
 PLUGIN = f"{Path(__file__).resolve().parent / 'custom_space_plugin.py'}:build_tiny_space"
@@ -50,16 +49,26 @@ def main() -> None:
         f"teacher epoch {r['epoch']}: val acc {r['val/acc']:.3f}, branch 1 "
         f"{r.get('val/branch1_acc', float('nan')):.3f}")).teacher_path
 
-    # 2. s/m/l for this machine, each path scored through the teacher's branch
+    # 2. s/m/l for this machine: latency budgets measured here, proposals ranked through
+    #    the teacher's branch, picks chosen by training the best proposals (without a
+    #    teacher) by successive halving
     space, scorer = load_branch_scorer(teacher, PLUGIN)
     profile = load_profile("host_cpu")
-    profile = dataclasses.replace(profile, budgets=auto_budgets(space, seed=0))
-    result = run_search(space, profile, budget_evals=24 if args.quick else 120, scorer=scorer,
-                        scored_by="GTN branch-1 validation accuracy")
-    result.notes.extend(distinct_picks(result))
+    alone = DistillRunConfig(method="none", students=("search",), space=PLUGIN, data="digits",
+                             limit=600 if args.quick else None,
+                             train=TrainConfig(epochs=epochs[1], max_steps_per_epoch=steps,
+                                               schedule="cosine", progress=False))
+    result = search_devices(space, [profile], scorer=scorer,
+                            scored_by="GTN branch-1 validation accuracy",
+                            budget_evals=24 if args.quick else 120,
+                            budget_students=12 if args.quick else 100, select="trained",
+                            recipe=alone, halving=HalvingConfig(candidates=3 if args.quick
+                                                                else 9),
+                            folder=out / "search", say=print)[profile.name]
     paths = save_search(result, out / "search", space, profile)
     for tier, pick in result.picks.items():
-        print(f"{tier}: {space.describe_sample(pick.sample)} ({pick.mflops:.2f} MFLOPs)")
+        print(f"{tier}: {space.describe_sample(pick.sample)} ({pick.latency_ms:.3f} ms, "
+              f"validation {pick.val_acc * 100:.1f}%)")
 
     # 3. distil the picks from the teacher (the plugin is trusted because we name it)
     run = DistillRunConfig(teacher=str(teacher), students=(str(out / "search"),), space=PLUGIN,

@@ -15,7 +15,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "gtn_nas"
 LEVEL = {"floor": 0, "space": 1, "teacher": 2, "hardware": 3, "distill": 3, "search": 4,
-         "run": 5, "cli": 6, "package": 0}
+         "run": 5, "cli": 6, "testing": 6, "package": 0}
 MAX_LINES = 500
 
 

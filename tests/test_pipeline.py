@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -15,7 +16,7 @@ TINY = {
     "teacher": {"teacher": "tiny", "train": {"epochs": 2, "max_steps_per_epoch": 3,
                                              "batch_size": 32},
                 "pretrain_train": {"epochs": 1, "max_steps_per_epoch": 3, "batch_size": 32}},
-    "search": {"budget_evals": 12},
+    "search": {"budget_evals": 12, "budget_students": 8, "halving": {"candidates": 3}},
     "distill": {"train": {"epochs": 1, "max_steps_per_epoch": 3, "batch_size": 32}},
 }
 
@@ -64,9 +65,22 @@ def test_run_end_to_end_produces_every_artifact_its_report_names(capsys, tmp_pat
     for tier, info in deploy["tiers"].items():
         assert info["val_by_method"][info["method"]] >= info["val_by_method"]["none"]
         assert (out_dir / info["checkpoint"]).is_file() and info["export"]["max_abs_diff"] < 1e-3
-    picks = state["stages"]["search"]["devices"]["host_cpu"]["picks"]
-    mflops = [picks[t]["mflops"] for t in ("s", "m", "l")]
-    assert mflops == sorted(mflops) and len(set(mflops)) == 3  # distinct, growing s -> l
+    search = state["stages"]["search"]["devices"]["host_cpu"]
+    picks, budgets = search["picks"], search["budgets"]
+    latency = [picks[t]["latency_ms"] for t in ("s", "m", "l")]
+    assert latency == sorted(latency) and len(set(latency)) == 3  # distinct, growing s -> l
+    for tier, pick in picks.items():  # chosen by trained accuracy, within the tier's budget
+        assert pick["latency_ms"] <= budgets[tier]["latency_ms"] and 0 < pick["val_acc"] <= 1
+    assert "latency percentiles 25/50/90 of 8 random students on host_cpu" in \
+        search["budget_rule"]
+    assert (out_dir / search["halving_png"]).is_file()
+    assert "Picks chosen by **trained accuracy**" in report
+    # each pick's search trial is its none job: reused, not trained again
+    assert state["stages"]["distill"]["reused_trials"] == ["s", "m", "l"]
+    for tier in ("s", "m", "l"):
+        alone = json.loads((out_dir / "distill" / "none" / tier / "seed0" /
+                            "result.json").read_text())
+        assert alone["val_acc_last"] == pytest.approx(picks[tier]["val_acc"])
     assert "kd - none" in report and "kd - ls" in report and "## What ran" in report
 
     # a finished run refuses a second start, resumes as a no-op, and rebuilds its report
@@ -104,3 +118,18 @@ def test_bad_run_configs_are_one_line(capsys, tmp_path, config, message):
     code, _, err = run(capsys, "run", "--config", str(path), "--out", str(tmp_path / "r"))
     assert code == 2 and message in err, err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_a_partial_train_section_keeps_its_stages_defaults():
+    """``--teacher-epochs 4`` (or a YAML ``teacher: {train: {epochs: 4}}``) changes the epochs
+    only: the fine-tuning keeps its learning rate 0.01 and cosine schedule, not TrainConfig's
+    0.05 and step schedule."""
+    from gtn_nas.run.config import RunConfig, load_run_config
+
+    config = load_run_config(None, {"teacher.train.epochs": 4, "distill.train.epochs": 3,
+                                    "search.halving.candidates": 5})
+    default = RunConfig()
+    assert config.teacher.train == dataclasses.replace(default.teacher.train, epochs=4)
+    assert config.distill.train == dataclasses.replace(default.distill.train, epochs=3)
+    assert config.search.halving == dataclasses.replace(default.search.halving, candidates=5)
+    assert config.teacher.pretrain_train == default.teacher.pretrain_train

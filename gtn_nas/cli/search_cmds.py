@@ -6,10 +6,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from gtn_nas.fileio import remove_stale_temporaries
 from gtn_nas.locks import folder_lock
 from gtn_nas.cli.common import (add_space_arguments, log, out, prepare_output_dir, progress_bar,
-                               space_for_profile)
+                               space_for_profile, space_options)
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
@@ -31,6 +30,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
     # leaves a table: the file is written once, atomically, at the end
     prepare_output_dir(str(path.parent))
     with folder_lock(path.parent, "gtn-nas profile", name=f".{path.name}.lock", target=path):
+        from gtn_nas.fileio import remove_stale_temporaries  # torch: only when it runs
+
         for stale in remove_stale_temporaries(path.parent, name=path.name):
             log.info("removed %s, left by a killed build", stale.name)
         return _build_table(args, profile, space, path)
@@ -77,19 +78,24 @@ def _build_table(args: argparse.Namespace, profile, space, path: Path) -> int:
 
 
 def _search_space(args: argparse.Namespace, profile):
-    """The space, its scorer (``--score``, with the at-chance rule) and what it is called."""
+    """The space, its scorer (``--score``, with the at-chance rule), what it is called, and the
+    students' data when there is some (``--data``, or the ``--teacher`` run's)."""
     from gtn_nas.search.scoring import search_scorer, teacher_run_space_and_data
 
     data = None
     if args.teacher:
         space, data = teacher_run_space_and_data(args.teacher, args.space)
+    elif args.data:
+        from gtn_nas.data import load_dataset
+        from gtn_nas.space.plugins import DEFAULT_SPACE, build_space
+
+        data = load_dataset(args.data, root=args.data_root, image_size=args.image_size,
+                            limit=args.limit, augment=False, seed=args.seed)
+        options = {"num_classes": data.num_classes, "in_channels": data.in_channels,
+                   "input_size": data.image_size, "width_mult": 0.25, **space_options(args)}
+        space = build_space(args.space or DEFAULT_SPACE, **options)
     else:
         space = space_for_profile(args, profile)
-        if args.data:
-            from gtn_nas.data import load_dataset
-
-            data = load_dataset(args.data, root=args.data_root, image_size=space.input_size,
-                                augment=False, seed=args.seed)
     if args.score == "branch" and not args.teacher:
         from gtn_nas.errors import ConfigError
 
@@ -98,19 +104,42 @@ def _search_space(args: argparse.Namespace, profile):
                                   space_override=args.space, data=data, seed=args.seed)
     for note in notes:
         log.warning("%s", note)
-    return space, scorer, scorer.description, notes
+    return space, scorer, scorer.description, notes, data
+
+
+def _recipe(args: argparse.Namespace):
+    """The students' training without a teacher that the trials run: ``--data`` (or the
+    ``--teacher`` run's data) at ``--epochs`` of ``gtn-nas run``'s student recipe."""
+    from gtn_nas.distill.jobs import DistillRunConfig
+    from gtn_nas.engine import TrainConfig
+
+    data = {"data": args.data, "data_root": args.data_root, "image_size": args.image_size,
+            "limit": args.limit, "data_options": {}}
+    if args.teacher:
+        from gtn_nas.config import load_config
+        from gtn_nas.teacher.train import TeacherRunConfig
+
+        run = load_config(TeacherRunConfig, Path(args.teacher).parent / "config.yaml").resolved()
+        data = {"data": run.data, "data_root": run.data_root, "image_size": run.image_size,
+                "limit": run.limit, "data_options": dict(run.data_options)}
+    return DistillRunConfig(method="none", students=("search",), seeds=(args.seed,),
+                            train=TrainConfig(epochs=args.epochs, schedule="cosine",
+                                              progress=False), **data)
 
 
 def _print_picks(result, paths, prefix: str = "  ") -> None:
-    from gtn_nas.search.report import confidence_lines
+    from gtn_nas.search.report import confidence_lines, selection_lines
 
     for tier, pick in result.picks.items():
         latency = "-" if pick.latency_ms is None else \
             f"{pick.latency_ms:.3f} ms ({pick.latency_source})"
         measured = f", measured {pick.measured['median_ms']:.3f} ms" if pick.measured else ""
+        budget = result.budgets[tier].get("latency_ms")
+        accuracy = "" if pick.val_acc is None else f", validation {pick.val_acc * 100:.1f}%"
         out(f"{prefix}{tier}: {pick.params:,} params, {pick.mflops:.1f} MFLOPs, {latency}"
-            f"{measured}, score {pick.score:.4f} -> {paths['students'][tier]}")
-    for line in confidence_lines(result):
+            f"{measured}{'' if budget is None else f' (budget {budget:.4g} ms)'}{accuracy}, "
+            f"score {pick.score:.4f} -> {paths['students'][tier]}")
+    for line in selection_lines(result) + confidence_lines(result):
         out(f"{prefix}{line[2:]}")
     for note in result.notes:
         out(f"{prefix}note: {note}")
@@ -130,48 +159,74 @@ def cmd_search(args: argparse.Namespace) -> int:
     # one writer per folder; a search killed before its summary starts over (it is seeded,
     # so the rerun writes the same files) and its temporaries are removed
     with folder_lock(path, "gtn-nas search"):
+        from gtn_nas.fileio import remove_stale_temporaries  # torch: only when it runs
+
         for stale in remove_stale_temporaries(path):
             log.info("removed %s, left by a killed search", stale.name)
         return _search(args, profiles, path)
 
 
 def _search(args: argparse.Namespace, profiles, path: str) -> int:
-    from gtn_nas.search.strategy import run_multi_search
+    from gtn_nas.errors import ConfigError
+    from gtn_nas.search.devices import search_devices
     from gtn_nas.search.report import save_multi_search, save_search
+    from gtn_nas.search.selection import HalvingConfig
 
-    space, scorer, scored_by, score_notes = _search_space(args, profiles[0])
-    actual = (space.in_channels, space.input_size, space.input_size)
-    for profile in profiles:
-        if tuple(profile.input.shape) != actual:
-            log.warning("profile %s declares input %s; the space takes %s: its budgets may "
-                        "not fit these students", profile.name, tuple(profile.input.shape),
-                        actual)
+    space, scorer, scored_by, score_notes, data = _search_space(args, profiles[0])
+    select = args.select
+    if select == "auto":
+        select = "trained" if data is not None else "proxy"
+    if select == "trained" and data is None:
+        raise ConfigError("--select trained trains the candidates: give the students' data "
+                          "(--data NAME, or --teacher T.pt of a run on it)")
+    if select == "proxy":
+        log.warning("picks are chosen by the score %s alone, a zero-training proxy; give "
+                    "--data to choose them by trained accuracy", scored_by)
     tables = {profiles[0].name: args.latency_table} if args.latency_table else None
-    results = run_multi_search(space, profiles, latency_tables=tables,
-                               strategy=args.strategy, budget_evals=args.budget_evals,
-                               seed=args.seed, scorer=scorer, scored_by=scored_by,
-                               latency_mode=args.latency_mode,
-                               progress=progress_bar("search"))
+    halving = HalvingConfig(candidates=args.candidates, workers=args.workers,
+                            storage=args.storage)
+    results = search_devices(
+        space, profiles, scorer=scorer, scored_by=scored_by, strategy=args.strategy,
+        budget_evals=args.budget_evals, seed=args.seed, latency_mode=args.latency_mode,
+        latency_tables=tables, budget_rule=args.budgets,
+        budget_students=args.budget_students, select=select,
+        recipe=_recipe(args) if select == "trained" else None, halving=halving,
+        train_seed=args.seed, folder=path, say=out, progress=progress_bar("search"))
     for result in results.values():
         result.notes[:0] = score_notes
     if len(profiles) == 1:
         result = results[profiles[0].name]
-        paths = save_search(result, path, space, profiles[0])
+        paths = save_search(result, path, space, _with_budgets(profiles[0], result))
         out(f"{len(result.candidates)} distinct candidates ({args.strategy}, seed {args.seed}); "
-            f"latency: {result.latency_source}; score: {scored_by}")
+            f"latency: {result.latency_source}; proposals ranked by {scored_by}; picks by "
+            f"{'trained accuracy' if select == 'trained' else 'the score (a proxy)'}")
         _print_picks(result, paths)
         out(f"summary: {paths['summary']}  Pareto front: {paths['pareto_csv']}, "
-            f"{paths['pareto_png']}")
+            f"{paths['pareto_png']}" + (f"  halving: {paths['halving_png']}"
+                                        if paths.get("halving_png") else ""))
         return 0
-    paths = save_multi_search(results, path, space, profiles)
-    out(f"{len(profiles)} devices ({args.strategy}, seed {args.seed}); score: {scored_by}")
+    paths = save_multi_search(results, path, space,
+                              [_with_budgets(p, results[p.name]) for p in profiles])
+    out(f"{len(profiles)} devices ({args.strategy}, seed {args.seed}); proposals ranked by "
+        f"{scored_by}; picks by "
+        f"{'trained accuracy' if select == 'trained' else 'the score (a proxy)'}")
     for name, result in results.items():
         out(f"{name}: {len(result.candidates)} distinct candidates; latency: "
             f"{result.latency_source}"
-            + (" (ESTIMATED)" if result.latency_source == "estimated" else ""))
+            + (" (ESTIMATED)" if result.latency_source == "estimated" else "")
+            + f"; budgets: {result.budget_rule}")
         _print_picks(result, paths["devices"][name], prefix="  ")
     out(f"summary across devices: {paths['summary']}")
     return 0
+
+
+def _with_budgets(profile, result):
+    import dataclasses
+
+    from gtn_nas.hardware.profiles import TierBudget
+
+    return dataclasses.replace(profile, budgets={t: TierBudget(**limits)
+                                                 for t, limits in result.budgets.items()})
 
 
 def register(commands) -> None:
@@ -207,22 +262,54 @@ def register(commands) -> None:
     search.add_argument("--score", default="auto",
                         choices=("auto", "branch", "params", "flops", "synflow", "naswot",
                                  "short"),
-                        help="how candidates are ranked; auto (default): params, the best "
-                             "ranking score of the evidence study; naswot and short (validation "
-                             "accuracy after 16 SGD steps) use the teacher run's images, or "
-                             "--data; branch: the GTN teacher's branch accuracy, replaced by "
-                             "params when at chance")
-    search.add_argument("--data", help="dataset whose images feed naswot and short "
-                                       "(without --teacher)")
+                        help="zero-training score that ranks the proposals (and, with "
+                             "--select proxy, picks); auto (default): FLOPs; naswot and short "
+                             "use the students' images; branch: the GTN teacher's branch "
+                             "accuracy, replaced by FLOPs when at chance")
+    search.add_argument("--select", default="auto", choices=("auto", "trained", "proxy"),
+                        help="how each tier's student is picked: trained (each tier's "
+                             "--candidates best proposals trained on the students' recipe by "
+                             "successive halving, the most accurate on validation picked), "
+                             "proxy (the best score: fast, but a proxy); auto (default): "
+                             "trained when the students' data is known (--data or --teacher)")
+    search.add_argument("--data", help="the students' dataset: their images feed naswot and "
+                                       "short, and --select trained trains on it")
     search.add_argument("--data-root", help="dataset folder")
+    search.add_argument("--image-size", type=int, help="resize the data's images (default: "
+                                                       "their own size)")
+    search.add_argument("--limit", type=int, help="training images the students learn from "
+                                                  "(default: all)")
+    search.add_argument("--epochs", type=int, default=10,
+                        help="epochs of the students' recipe the trials train (default: "
+                             "%(default)s, gtn-nas run's; gtn-nas distill's own default is "
+                             "the papers' 240)")
+    search.add_argument("--candidates", type=int, default=9,
+                        help="proposals per tier entering successive halving (default: "
+                             "%(default)s)")
+    search.add_argument("--workers", type=int, default=1,
+                        help="local processes training trials (default: %(default)s: "
+                             "deterministic; more run asynchronous halving)")
+    search.add_argument("--storage",
+                        help="Optuna storage URL of the trials (default: sqlite file in "
+                             "--out); a database several machines reach lets each run "
+                             "workers on one search")
     search.add_argument("--strategy", default="evolution", help="evolution (default) or random")
+    search.add_argument("--budgets", default="auto", choices=("auto", "profile", "latency"),
+                        help="auto (default): the profile's budgets where its input is the "
+                             "students', else latency percentiles 25/50/90 of random students "
+                             "on each device; profile or latency: always that")
+    search.add_argument("--budget-students", type=int, default=100,
+                        help="random students timed for latency budgets (default: %(default)s)")
     search.add_argument("--latency-table", help="latency table file (default: the profile's)")
     search.add_argument("--latency-mode", default="auto",
                         choices=("auto", "table", "measure", "estimate"),
                         help="auto (default): a matching table, else measure here when the "
                              "profile runs here, else estimate")
     search.add_argument("--budget-evals", type=int, default=600,
-                        help="candidates to evaluate in total (default: %(default)s)")
-    search.add_argument("--seed", type=int, default=0)
+                        help="candidates the evolution evaluates per device (default: "
+                             "%(default)s; gtn-nas run's: 200)")
+    search.add_argument("--seed", type=int, default=0,
+                        help="seeds the evolution, the random students and the trials' "
+                             "training (default: %(default)s)")
     search.add_argument("--out", help="output folder (default: runs/search-<profiles>)")
     search.set_defaults(func=cmd_search)

@@ -228,20 +228,23 @@ def _job_identity(config: DistillRunConfig, spec: StudentSpec, seed: int,
     for key in ("students", "seeds", "export", "opset", "baseline"):
         plain.pop(key, None)
     plain["train"]["seed"] = seed
-    return {"distill": plain, "student": {"name": spec.name, "space": spec.space.spec,
+    # the student is its space and sample, not its name: a search's trial of a student is the
+    # same run as the ``none`` job of the tier it became (gtn_nas.search.selection reuses it)
+    return {"distill": plain, "student": {"space": spec.space.spec,
                                           "options": to_plain(spec.space.options),
                                           "sample": spec.sample},
             "seed": seed, "teacher_digest": teacher_digest}
 
 
-def run_job(config: DistillRunConfig, spec: StudentSpec, seed: int, splits: DataSplits,
-            teacher: nn.Module | None, teacher_digest: str | None, run_dir: Path, *,
-            on_epoch_end: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Trains, evaluates, saves and exports one (student, seed); returns its result record."""
-    from gtn_nas.space.costs import count_flops, count_params
+def train_job(config: DistillRunConfig, spec: StudentSpec, seed: int, splits: DataSplits,
+              teacher: nn.Module | None, teacher_digest: str | None, run_dir: Path, *,
+              on_epoch_end: Callable[[dict[str, Any]], None] | None = None
+              ) -> tuple[TrackedDistiller, Any]:
+    """Trains one (student, seed) into ``run_dir`` (resuming its ``last.pt``): the training
+    half of :func:`run_job`, which a search's trials run alone (an exception raised by
+    ``on_epoch_end`` stops it after that epoch's checkpoint). Returns the method and the
+    engine's :class:`~gtn_nas.engine.FitResult`."""
     from gtn_nas.engine import seed_everything
-    from gtn_nas.space.export import export_and_check
-    from gtn_nas.space.students import save_student
 
     identity = _job_identity(config, spec, seed, teacher_digest)
     train = copy.deepcopy(config.train)
@@ -260,6 +263,20 @@ def run_job(config: DistillRunConfig, spec: StudentSpec, seed: int, splits: Data
     resume = (run_dir / "last.pt").exists()
     result = fit(method, splits.train, splits.val, train, run_dir, resume=resume,
                  identity=identity, on_epoch_end=on_epoch_end)
+    return method, result
+
+
+def run_job(config: DistillRunConfig, spec: StudentSpec, seed: int, splits: DataSplits,
+            teacher: nn.Module | None, teacher_digest: str | None, run_dir: Path, *,
+            on_epoch_end: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Trains (:func:`train_job`), evaluates, saves and exports one (student, seed); returns
+    its result record."""
+    from gtn_nas.space.costs import count_flops, count_params
+    from gtn_nas.space.export import export_and_check
+    from gtn_nas.space.students import save_student
+
+    method, result = train_job(config, spec, seed, splits, teacher, teacher_digest, run_dir,
+                               on_epoch_end=on_epoch_end)
     if not result.is_global_zero:
         return {}
     last = method.export_student()

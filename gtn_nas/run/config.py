@@ -11,6 +11,7 @@ from typing import Any, Literal
 from gtn_nas.config import check_finite, from_mapping, read_yaml
 from gtn_nas.engine import TrainConfig
 from gtn_nas.errors import ConfigError
+from gtn_nas.search.selection import HalvingConfig
 
 STAGES = ("teacher", "search", "distill", "deploy", "report")
 """The run's stages, in order (``--stages``)."""
@@ -62,14 +63,25 @@ class TeacherStage:
 
 @dataclass
 class SearchStage:
-    """The search stage's settings (see ``gtn-nas search``)."""
+    """The search stage's settings (see ``gtn-nas search``).
+
+    ``budgets``: ``auto`` uses a profile's own budgets where its input is the data's, else
+    each device's latency percentiles of ``budget_students`` random students
+    (:mod:`gtn_nas.search.budgets`). ``select``: ``trained`` (the default) picks each tier's
+    student by validation accuracy after training its best proposals by successive halving
+    on the distill stage's recipe (``halving``); ``proxy`` takes the best-scored one.
+    ``score`` ranks the proposals (auto: FLOPs).
+    """
 
     hw: tuple[str, ...] = ("host_cpu",)
     budget_evals: int = 200
     strategy: str = "evolution"
-    budgets: Literal["auto", "profile"] = "auto"
+    budgets: Literal["auto", "profile", "latency"] = "auto"
+    budget_students: int = 100
     latency: Literal["auto", "table", "measure", "estimate"] = "auto"
-    score: str = "auto"          # auto (the evidence study's choice: flops), branch, flops, synflow, naswot, short
+    score: str = "auto"          # auto (flops), branch, flops, params, synflow, naswot, short
+    select: Literal["trained", "proxy"] = "trained"
+    halving: HalvingConfig = field(default_factory=HalvingConfig)
 
 
 @dataclass
@@ -114,6 +126,10 @@ class RunConfig:
                 raise ConfigError(f"{name}.devices {train.devices}: gtn-nas run trains in one "
                                   f"process; for several devices run its stages as commands "
                                   f"(train-teacher, then distill with one job per command)")
+        self.search.halving.validate()
+        if self.search.budget_students < 4:
+            raise ConfigError(f"search.budget_students must be >= 4, got "
+                              f"{self.search.budget_students}")
         if self.search.budget_evals < 6:
             raise ConfigError(f"search.budget_evals must be >= 6 (3 tiers), got "
                               f"{self.search.budget_evals}")

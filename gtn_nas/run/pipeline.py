@@ -6,11 +6,11 @@ directory.
    alone (``teacher/pretrain/``), then fine-tuned as a GTN teacher, its branches warming up
    with the teacher frozen before the joint training (as the GTN paper fine-tunes pretrained
    teachers);
-2. ``search/``: s/m/l students for this machine (``host_cpu``) and every other profile given,
-   ranked by ``search.score`` (default ``auto``: FLOPs, the evidence study's choice among the
-   scores that ranked distilled students best, docs/BENCHMARKS.md; ``branch`` scores paths
-   through the GTN teacher and falls back to a proxy when its scores sit at chance), latency
-   measured here or from tables;
+2. ``search/``: s/m/l students for this machine (``host_cpu``) and every other profile given
+   (:mod:`gtn_nas.search.devices`): budgets from each device (latency on it), proposals
+   ranked by ``search.score`` (default FLOPs), picks chosen by validation accuracy after
+   training the best proposals by successive halving on the distill stage's recipe, each
+   pick re-measured here against its budget;
 3. ``distill/none/``, ``distill/ls/`` then ``distill/<method>/``: the picks trained without a
    teacher (plain CE, label smoothing: the baselines), then distilled from the teacher, each
    exported to ONNX (:mod:`gtn_nas.distill.jobs`); a teacher whose test top-1 is not above a
@@ -28,9 +28,9 @@ continues a killed run from the first unfinished stage (a half-trained teacher o
 resumes from its last checkpoint).
 
 Tier budgets: a profile's budgets are for its own input shape. When the data's images differ
-from it (digits are 8x8, the profiles 32x32) the budgets are ``auto``: MFLOPs at the 25th,
-50th and 90th percentiles of random students of the run's space, with each tier's pick costlier
-than the one below, so s, m and l are three distinct students of increasing cost.
+from it (digits are 8x8, the profiles 32x32) each tier's budget is a latency on that device:
+the 25th, 50th and 90th percentiles of random students timed by the device's latency model
+(:mod:`gtn_nas.search.budgets`), so every device gets budgets, and picks, of its own.
 
 Example:
     >>> result = run_pipeline(RunConfig(), "runs/demo")       # doctest: +SKIP
@@ -45,8 +45,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
-
-import numpy as np
 
 from gtn_nas.config import from_mapping, to_plain
 from gtn_nas.engine import config_digest
@@ -158,62 +156,18 @@ def teacher_stage(config: RunConfig, run_dir: Path, resume: bool,
     return record
 
 
-def auto_budgets(space, seed: int, students: int = 200) -> dict[str, Any]:
-    """MFLOPs budgets at the 25th / 50th / 90th percentiles of random students of ``space``."""
-    from gtn_nas.space.costs import UnitCosts
-    from gtn_nas.hardware.profiles import TierBudget
-
-    unit_costs = UnitCosts(space)
-    mflops = sorted(unit_costs.flops(space.sample(seed * 1000 + i)) / 1e6 for i in range(students))
-    return {tier: TierBudget(mflops=round(float(np.percentile(mflops, q)), 4))
-            for tier, q in (("s", 25), ("m", 50), ("l", 90))}
-
-
-def distinct_picks(result) -> list[str]:
-    """Makes each tier's pick costlier (MFLOPs) than the tier below, taking the best-scored
-    feasible candidate above it; returns notes on what changed."""
-    notes = []
-    previous = None
-    for tier, pick in list(result.picks.items()):
-        if previous is not None and pick.mflops <= previous.mflops:
-            limits = result.budgets[tier]
-            better = sorted((c for c in result.candidates
-                             if c.violation(limits) == 0 and c.mflops > previous.mflops),
-                            key=lambda c: (-c.score, c.mflops))
-            if better:
-                notes.append(f"tier {tier}: its best-scored student was no larger than tier "
-                             f"below it; took the best-scored one above it instead")
-                result.picks[tier] = pick = better[0]
-        previous = pick
-    return notes
-
-
-def remeasure_measured_picks(space, profile, result) -> str:
-    """Measures each pick a second time (fresh export and session) and records it, so the
-    report states how far a measured latency repeats on this machine; returns a note."""
-    from gtn_nas.hardware.latency import measure_module, student_input_shape
-
-    shape = student_input_shape(space, profile)
-    errors = []
-    for pick in result.picks.values():
-        stats = measure_module(space.freeze(pick.sample, seed=0).eval(), shape, profile)
-        value = stats.value(profile.measurement.statistic)
-        pick.measured = {**pick.measured, "median_ms": round(value, 5)}
-        if pick.latency_ms:
-            errors.append(abs(pick.latency_ms / value - 1))
-    worst = max(errors) * 100 if errors else float("nan")
-    return (f"latencies were measured directly on this machine (a table cannot resolve students "
-            f"this small); measured again for the picks, they repeat within {worst:.0f}%")
-
-
-def search_stage(config: RunConfig, run_dir: Path, teacher_path: Path) -> dict[str, Any]:
-    """Scores paths (``search.score``) and picks s/m/l for every profile in ``search.hw``."""
+def search_stage(config: RunConfig, run_dir: Path, teacher_path: Path,
+                 say: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Picks s/m/l for every profile in ``search.hw`` (:func:`gtn_nas.search.devices.search_devices`):
+    budgets from each device, proposals ranked by ``search.score``, picks chosen by trained
+    accuracy (``search.select``; the trials are the distill stage's ``none`` jobs, so the
+    picks' finished trials are reused there), each pick re-measured here against its budget."""
     from gtn_nas.data import load_dataset
-    from gtn_nas.space.plugins import build_space
     from gtn_nas.hardware.profiles import load_profile
-    from gtn_nas.search.scoring import search_scorer
-    from gtn_nas.search.strategy import run_search
+    from gtn_nas.search.devices import search_devices, selection_summary
     from gtn_nas.search.report import save_search
+    from gtn_nas.search.scoring import search_scorer
+    from gtn_nas.space.plugins import build_space
 
     splits = load_dataset(config.data, root=config.data_root, image_size=config.image_size,
                           seed=config.seed, limit=config.limit, augment=False,
@@ -224,60 +178,97 @@ def search_stage(config: RunConfig, run_dir: Path, teacher_path: Path) -> dict[s
     scorer, score_notes = search_scorer(
         config.search.score, space, teacher_path=teacher_path if config.search.score == "branch"
         else None, space_override=config.teacher.space, data=splits, seed=config.seed)
-    scored_by = scorer.description
-    profiles = [load_profile(name) for name in config.search.hw]
-    record: dict[str, Any] = {"space": space.spec, "scored_by": scored_by,
-                              "score_notes": score_notes, "devices": {}}
-    for profile in profiles:
-        wanted = (space.in_channels, space.input_size, space.input_size)
-        budgets = profile.budgets
-        if config.search.budgets == "auto" and tuple(profile.input.shape) != wanted:
-            budgets = auto_budgets(space, config.seed)
-        profile = dataclasses.replace(profile, budgets=budgets)
-        mode = config.search.latency
-        if mode == "auto":  # every pick gets a latency: measured here, else table or estimate
-            mode = "measure" if profile.device.runs_here else (
-                "auto" if profile.latency_table_path() and profile.latency_table_path().is_file()
-                else "estimate")
-        result = run_search(space, profile, strategy=config.search.strategy,
-                            budget_evals=config.search.budget_evals, seed=config.seed,
-                            scorer=scorer, scored_by=scored_by, latency_mode=mode)
-        result.notes.extend(score_notes + distinct_picks(result))
-        if result.latency_source == "measured":
-            result.notes.append(remeasure_measured_picks(space, profile, result))
-        folder = run_dir / "search" / profile.name
-        paths = save_search(result, folder, space, profile)
-        record["devices"][profile.name] = {
-            "folder": str(folder.relative_to(run_dir)),
+    stage = config.search
+    folder = run_dir / "search"
+    results = search_devices(
+        space, [load_profile(name) for name in stage.hw], scorer=scorer,
+        scored_by=scorer.description, strategy=stage.strategy,
+        budget_evals=stage.budget_evals, seed=config.seed, latency_mode=stage.latency,
+        budget_rule=stage.budgets, budget_students=stage.budget_students, select=stage.select,
+        recipe=distill_config(config, "none", None, folder), halving=stage.halving,
+        train_seed=config.distill.seeds[0], folder=folder, say=say)
+    record: dict[str, Any] = {"space": space.spec, "scored_by": scorer.description,
+                              "score_notes": score_notes, "select": stage.select,
+                              "devices": {}}
+    for name, result in results.items():
+        result.notes[:0] = score_notes
+        profile = dataclasses.replace(load_profile(name), budgets=result.budgets)
+        paths = save_search(result, folder / name, space, profile)
+        record["devices"][name] = {
+            "folder": str((folder / name).relative_to(run_dir)),
             "latency_source": result.latency_source, "notes": result.notes,
-            "budgets": result.budgets, "runs_here": profile.device.runs_here,
+            "budgets": result.budgets, "budget_rule": result.budget_rule,
+            "runs_here": profile.device.runs_here,
             "picks": {tier: pick.to_json() for tier, pick in result.picks.items()},
+            "selection": selection_summary(result),
             "pareto_png": str(Path(paths["pareto_png"]).relative_to(run_dir)),
+            **({"halving_png": str(Path(paths["halving_png"]).relative_to(run_dir))}
+               if paths.get("halving_png") else {}),
             "summary": str(Path(paths["summary"]).relative_to(run_dir))}
     return record
 
 
+def distill_config(config: RunConfig, method: str, teacher_path: Path | None,
+                   students: Path):
+    """The :class:`~gtn_nas.distill.jobs.DistillRunConfig` of one distill-stage method (a
+    teacherless baseline or the distiller); the search trains its candidates with the
+    ``none`` one, so a pick's trial is exactly its ``none`` job."""
+    from gtn_nas.distill.jobs import DistillRunConfig
+
+    stage = config.distill
+    teacherless = method in stage.baselines or method == "none"
+    return DistillRunConfig(
+        teacher=None if teacherless else str(teacher_path),
+        students=(str(students),), method=method,
+        method_options=dict(stage.baseline_options.get(method, {}) if teacherless
+                            else {**stage.recipes.get(method, {}), **stage.options}),
+        data=config.data, data_root=config.data_root, data_options=config.data_options,
+        download=config.download, image_size=config.image_size, limit=config.limit,
+        seeds=tuple(stage.seeds), train=dataclasses.replace(stage.train))
+
+
+def reuse_search_trials(config: RunConfig, run_dir: Path, search: dict[str, Any],
+                        device: str = "host_cpu") -> list[str]:
+    """Copies each pick's search trial (seed ``distill.seeds[0]``) into its ``none`` job
+    folder, where the job continues it exactly (same identity) instead of training again;
+    returns the tiers reused. Jobs that already hold a checkpoint are left alone."""
+    from gtn_nas.engine import CHECKPOINT_NAME
+    from gtn_nas.search.selection import reusable_run
+
+    if search.get("select") != "trained":
+        return []
+    seed = config.distill.seeds[0]
+    reused = []
+    for tier, pick in search["devices"][device]["picks"].items():
+        source = reusable_run(run_dir / "search", pick["sample"], seed)
+        target = run_dir / "distill" / "none" / tier / f"seed{seed}"
+        if source is None or (target / CHECKPOINT_NAME).exists():
+            continue
+        target.mkdir(parents=True, exist_ok=True)
+        for name in ("metrics.jsonl", "metrics.csv", CHECKPOINT_NAME):  # the checkpoint last
+            if (source / name).is_file():
+                atomic_write_bytes(target / name, (source / name).read_bytes())
+        reused.append(tier)
+    return reused
+
+
 def distill_stage(config: RunConfig, run_dir: Path, teacher_path: Path, students_dir: Path,
+                  search: dict[str, Any] | None = None,
                   on_job: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Trains the host's s/m/l without a teacher (the baselines, first), then distils them
-    from the teacher, the guard checking the teacher against the plain baseline."""
-    from gtn_nas.distill.jobs import DistillRunConfig, distill
+    """Trains the host's s/m/l without a teacher (the baselines, first; a pick's finished
+    search trial is its ``none`` job and is reused), then distils them from the teacher, the
+    guard checking the teacher against the plain baseline."""
+    from gtn_nas.distill.jobs import distill
 
     stage = config.distill
     methods = [*stage.baselines, stage.method]
     record: dict[str, Any] = {"methods": {}, "main": stage.method}
+    if search is not None and "none" in stage.baselines:
+        record["reused_trials"] = reuse_search_trials(config, run_dir, search)
     for method in methods:
-        teacherless = method in stage.baselines
-        run = DistillRunConfig(
-            teacher=None if teacherless else str(teacher_path),
-            students=(str(students_dir),), method=method,
-            method_options=dict(stage.baseline_options.get(method, {}) if teacherless
-                                else {**stage.recipes.get(method, {}), **stage.options}),
-            data=config.data, data_root=config.data_root, data_options=config.data_options,
-            download=config.download, image_size=config.image_size, limit=config.limit,
-            seeds=tuple(stage.seeds), train=dataclasses.replace(stage.train),
-            baseline=None if teacherless or "none" not in stage.baselines
-            else str(run_dir / "distill" / "none"))
+        run = distill_config(config, method, teacher_path, students_dir)
+        if method not in stage.baselines and "none" in stage.baselines:
+            run = dataclasses.replace(run, baseline=str(run_dir / "distill" / "none"))
         result = distill(run, run_dir / "distill" / method, on_job=on_job)
         record["methods"][method] = {"folder": f"distill/{method}", "rows": result.rows}
     return record
@@ -387,7 +378,7 @@ def _run_pipeline(config: RunConfig, out_dir: str | os.PathLike, *, resume: bool
     if state.done("search") is None:
         say(f"2/5 search: {config.search.budget_evals} candidates per device on "
             f"{', '.join(config.search.hw)}")
-        state.finish("search", search_stage(config, run_dir, teacher_path))
+        state.finish("search", search_stage(config, run_dir, teacher_path, say=say))
     else:
         say("2/5 search: finished earlier")
     search = state.done("search")
@@ -400,7 +391,7 @@ def _run_pipeline(config: RunConfig, out_dir: str | os.PathLike, *, resume: bool
             f"with {config.distill.method}, {config.distill.train.epochs} epochs, seeds "
             f"{list(config.distill.seeds)}, exported to ONNX")
         state.finish("distill", distill_stage(config, run_dir, teacher_path, students_dir,
-                                              on_job=say))
+                                              search=search, on_job=say))
     else:
         say("3/5 distill: finished earlier")
 

@@ -215,27 +215,7 @@ def write_report(run_dir: Path, state: dict[str, Any]) -> tuple[Path, list[dict[
     # ---- search
     lines += ["## 2. Search", ""]
     for device, info in (search.get("devices") or {}).items():
-        lines.append(f"### {device}")
-        lines.append("")
-        lines.append(f"Score: {search.get('scored_by')}. Latency: {info.get('latency_source')}"
-                     f"{' (measured on this machine)' if info.get('runs_here') else ''}. "
-                     f"Budgets: " + "; ".join(f"{t} " + ", ".join(f"{k} <= {v:g}" for k, v in b.items())
-                                              for t, b in (info.get("budgets") or {}).items()))
-        rows = []
-        for tier, pick in (info.get("picks") or {}).items():
-            measured = (pick.get("measured") or {}).get("median_ms")
-            predicted = pick.get("latency_ms")
-            error = "-"
-            if measured and predicted:
-                error = f"{(predicted / measured - 1) * 100:+.0f}%"
-            rows.append([tier, f"{pick['params']:,}", f"{pick['mflops']:.2f}",
-                         "-" if predicted is None else f"{predicted:.3f} ({pick['latency_source']})",
-                         "-" if measured is None else f"{measured:.3f}", error,
-                         f"{pick['score']:.3f}"])
-        lines += ["", markdown_table(["tier", "params", "MFLOPs", "latency ms", "re-measured ms",
-                                      "error", "score"], rows), ""]
-        lines += [f"- {note}" for note in info.get("notes", [])]
-        lines += ["", f"![Pareto front]({info.get('pareto_png')})", ""]
+        lines += _search_lines(search, device, info)
     if not search:
         lines += ["not run yet", ""]
 
@@ -336,3 +316,59 @@ def _export_lines(run_dir: Path, methods: list[str]) -> list[str]:
         return []
     return ["ONNX exports (parity on real test images; latency on this machine, batch 1):", "",
             markdown_table(["file", "max abs diff", "ORT ms", "PyTorch eager ms"], rows), ""]
+
+
+def _search_lines(search: dict[str, Any], device: str, info: dict[str, Any]) -> list[str]:
+    """One device's search: its budgets in ms and how they were set, how the picks were
+    chosen (the halving's candidates per rung, or the proxy), the picks, the plots."""
+    units = {"latency_ms": ("latency", "ms"), "mflops": ("", "MFLOPs"),
+             "params_m": ("", "M parameters")}
+    budgets = "; ".join(f"{t} " + ", ".join(
+        f"{units[k][0]} <= {v:.4g} {units[k][1]}".strip() for k, v in b.items())
+        for t, b in (info.get("budgets") or {}).items())
+    lines = [f"### {device}", "",
+             f"Latency: {info.get('latency_source')}"
+             f"{' (measured on this machine)' if info.get('runs_here') else ''}. "
+             f"Budgets: {budgets} ({info.get('budget_rule') or 'the profile' + chr(39) + 's'}). "
+             f"Proposals ranked by {search.get('scored_by')}.", ""]
+    selection = info.get("selection") or {}
+    if selection:
+        lines.append("Picks chosen by **trained accuracy**: each tier's best proposals "
+                     "trained on the students' recipe (without a teacher) by successive "
+                     "halving, the most accurate on validation after the full recipe picked "
+                     "(its run is reused as the pick's `none` baseline):")
+        lines.append("")
+        for tier, chosen in selection.items():
+            counts = ", ".join(f"{n} to epoch {e}" for n, e in zip(chosen["per_rung"],
+                                                                   chosen["rungs"]))
+            lines.append(f"- tier {tier}: {counts}; {chosen['why']}")
+            lines += [f"  - {note}" for note in chosen.get("notes", [])]
+    else:
+        lines.append(f"Picks chosen by the score ({search.get('scored_by')}) alone: a "
+                     f"zero-training **proxy**, not measured accuracy.")
+    rows = []
+    for tier, pick in (info.get("picks") or {}).items():
+        again = pick.get("measured") or {}
+        measured = again.get("normalized_ms", again.get("median_ms"))
+        predicted = pick.get("latency_ms")
+        limit = ((info.get("budgets") or {}).get(tier) or {}).get("latency_ms")
+        check = "-"
+        if limit is not None:  # an untrusted re-measurement (busy machine) does not decide
+            trusted = measured is not None and again.get("trusted", True)
+            value = measured if trusted else predicted
+            check = "-" if value is None else ("yes" if value <= limit else
+                                               f"NO ({value / limit - 1:+.0%})")
+            if measured is not None and not trusted:
+                check += " (by the search's latency; re-measurement not trusted)"
+        val = pick.get("val_acc")
+        rows.append([tier, f"{pick['params']:,}", f"{pick['mflops']:.2f}",
+                     "-" if predicted is None else f"{predicted:.3f} ({pick['latency_source']})",
+                     "-" if measured is None else f"{measured:.3f}", check,
+                     "-" if val is None else f"{val * 100:.1f}", f"{pick['score']:.3f}"])
+    lines += ["", markdown_table(["tier", "params", "MFLOPs", "latency ms", "re-measured ms",
+                                  "within budget", "validation top-1 %", "score"], rows), ""]
+    lines += [f"- {note}" for note in info.get("notes", [])]
+    lines += ["", f"![Pareto front]({info.get('pareto_png')})", ""]
+    if info.get("halving_png"):
+        lines += [f"![successive halving]({info['halving_png']})", ""]
+    return lines

@@ -9,7 +9,8 @@ Costs: parameters and FLOPs from :class:`gtn_nas.space.costs.UnitCosts` (exact, 
 re-measured interleaved with a reference model (:mod:`gtn_nas.search.remeasure`); picks come
 from the latency model, so a seeded search gives the same picks whenever the table is the
 same, and re-measurement replaces a pick only when the machine is quiet enough to trust it.
-:func:`run_multi_search` searches several devices at once, scoring each student once.
+:func:`gtn_nas.search.devices.search_devices` searches several devices at once (budgets from
+each device, picks by trained accuracy), scoring each student once.
 
 Strategies come from NNI and run in-process: ``evolution`` (NNI's RegularizedEvolution) and
 ``random`` (NNI's Random), one run per tier with a constraint-aware fitness (a feasible
@@ -54,6 +55,8 @@ class Candidate:
     latency_source: str
     score: float
     measured: dict[str, float] = field(default_factory=dict)
+    val_acc: float | None = None
+    """Validation top-1 after the full student recipe, where the search trained it."""
 
     def metric(self, name: str) -> float | None:
         return {"latency_ms": self.latency_ms, "mflops": self.mflops,
@@ -72,7 +75,8 @@ class Candidate:
         return {"sample": self.sample, "params": self.params, "mflops": round(self.mflops, 4),
                 "latency_ms": None if self.latency_ms is None else round(self.latency_ms, 5),
                 "latency_source": self.latency_source, "score": round(self.score, 6),
-                **({"measured": self.measured} if self.measured else {})}
+                **({"measured": self.measured} if self.measured else {}),
+                **({"val_acc": round(self.val_acc, 6)} if self.val_acc is not None else {})}
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -148,6 +152,11 @@ class SearchResult:
     latency_validation: dict[str, Any] = field(default_factory=dict)
     remeasurement: dict[str, Any] = field(default_factory=dict)
     profile: str = ""
+    budget_rule: str = ""
+    """How the budgets were set (:func:`gtn_nas.search.budgets.device_budgets`)."""
+    selection: dict[str, Any] | None = None
+    """Tier -> :class:`gtn_nas.search.selection.TierSelection` when the picks were chosen by
+    trained accuracy; None when the score chose them (a zero-training proxy)."""
 
 
 def pareto_front(candidates: list[Candidate], cost: str = "latency_ms") -> list[Candidate]:
@@ -250,43 +259,18 @@ def run_search(space: SupernetSpace, profile, *, strategy: str = "evolution",
                                   "noise_floor")}, check, profile.name)
 
 
-class _MemoScorer:
+class MemoScorer:
     """One score per canonical sample, shared by the searches of several devices."""
 
     def __init__(self, scorer: Callable[[Sample], float]) -> None:
         self.scorer, self.cache = scorer, {}
+        self.description = getattr(scorer, "description", "score")
 
     def __call__(self, sample: Sample) -> float:
         key = tuple(sample.items())
         if key not in self.cache:
             self.cache[key] = self.scorer(sample)
         return self.cache[key]
-
-
-def run_multi_search(space: SupernetSpace, profiles: list, *,
-                     latency_tables: Mapping[str, str] | None = None,
-                     scorer: Callable[[Sample], float] | None = None,
-                     **kwargs: Any) -> dict[str, SearchResult]:
-    """:func:`run_search` for each profile, scoring each student once across devices.
-
-    Args:
-        space: The search space.
-        profiles: Device profiles (distinct names).
-        latency_tables: Profile name -> table file, for those not using their own.
-        scorer: As in :func:`run_search` (memoised across the devices).
-        **kwargs: The other :func:`run_search` arguments, the same for every device.
-
-    Returns:
-        Profile name -> its :class:`SearchResult`, in the order given.
-    """
-    names = [p.name for p in profiles]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise ConfigError(f"--hw: profile {duplicates[0]} is given twice; each device once")
-    shared = _MemoScorer(scorer) if scorer is not None else None
-    tables = dict(latency_tables or {})
-    return {p.name: run_search(space, p, scorer=shared, latency_table=tables.get(p.name),
-                               **kwargs) for p in profiles}
 
 
 def describe_limits(limits: Mapping[str, float]) -> str:
