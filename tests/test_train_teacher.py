@@ -87,6 +87,23 @@ def _digest(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def test_gtn_scores_its_logged_paths_every_k_epochs_and_after_the_last(capsys, tmp_path):
+    """The teacher's accuracy is validated every epoch, the K logged paths every k-th epoch
+    and after the last: their passes were most of a GTN epoch's extra time."""
+    import json
+
+    out_dir = tmp_path / "gtn"
+    code, _, err = run(capsys, "train-teacher", "--method", "gtn", "--teacher", "tiny",
+                       "--data", "synthetic", "--epochs", "5", "--batch-size", "16",
+                       "--max-steps-per-epoch", "2", "--eval-paths", "2",
+                       "--eval-paths-every", "2", "--out", str(out_dir))
+    assert code == 0, err
+    records = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records if "val/branch1_acc" in r] == [2, 4, 5]
+    assert all("val/acc" in r for r in records)
+    assert [r["val/paths"] for r in records] == [0, 2, 0, 2, 2]
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--teacher", "resnet33"], "unknown teacher 'resnet33' (did you mean: resnet32"),
     (["--method", "gtm"], "method: 'gtm' is not allowed (allowed: standard, sftn, gtn)"),
@@ -97,6 +114,7 @@ def _digest(path):
     (["--method", "standard", "--sampler", "learned"], "--sampler and the cost target are for"),
     (["--method", "standard", "--sandwich"], "--sandwich and --inplace-distill are for"),
     (["--method", "gtn", "--eval-paths", "0"], "eval_paths must be >= 1"),
+    (["--method", "gtn", "--eval-paths-every", "0"], "eval_paths_every must be >= 1"),
     (["--method", "gtn", "--path-prior", "flat"], "unknown path prior 'flat'"),
     (["--teacher", "resnet32", "--pretrained"], "has no pretrained weights"),
     (["--method", "gtn", "--warmup-epochs", "5"], "warmup_epochs must be in [0, epochs)"),

@@ -34,7 +34,8 @@ def cmd_train_teacher(args: argparse.Namespace) -> int:
         "method", "teacher", "data", "data_root", "image_size", "limit", "space", "width_mult",
         "student", "sampler", "alpha", "warmup_epochs", "teacher_weights",
         "cost_target_mflops", "arch_lr", "entropy_weight", "path_prior", "full_branch",
-        "sandwich", "inplace_distill", "eval_paths", "eval_recalibration_batches")}
+        "sandwich", "inplace_distill", "eval_paths", "eval_recalibration_batches",
+        "eval_paths_every")}
     if args.pretrained:
         run["pretrained"] = True
     if args.download:
@@ -124,6 +125,9 @@ def register(commands) -> None:
                     help="gtn: weight of KL(teacher || branch) for every branch path (default 0)")
     tt.add_argument("--eval-paths", type=int,
                     help="gtn: K fixed paths whose mean branch accuracy is logged (default 8)")
+    tt.add_argument("--eval-paths-every", type=int,
+                    help="gtn: score the logged paths every N epochs and after the last (the "
+                         "teacher's accuracy every epoch; default 5)")
     tt.add_argument("--eval-recalibration-batches", type=int,
                     help="gtn: training batches recalibrating each logged path's BN "
                          "statistics (default 4; 0: shared statistics)")

@@ -58,7 +58,9 @@ class TeacherRunConfig:
     - ``inplace_distill`` (0): weight of KL(teacher || branch) for every branch path;
     - ``eval_paths`` (8): K fixed paths whose mean branch accuracies are logged each epoch;
     - ``eval_recalibration_batches`` (4): recent training batches that recalibrate each
-      logged path's BN statistics (0: the shared statistics).
+      logged path's BN statistics (0: the shared statistics);
+    - ``eval_paths_every`` (5): the logged paths are scored every this many epochs and after
+      the last (the teacher's own accuracy every epoch).
     """
 
     method: Literal["standard", "sftn", "gtn"] = "gtn"
@@ -88,6 +90,7 @@ class TeacherRunConfig:
     inplace_distill: float = 0.0
     eval_paths: int = 8
     eval_recalibration_batches: int = 4
+    eval_paths_every: int = 5
     cost_target_mflops: float | None = None
     cost_weight: float = 1.0
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -120,6 +123,8 @@ class TeacherRunConfig:
         checks = [(self.eval_paths >= 1, f"eval_paths must be >= 1, got {self.eval_paths}"),
                   (self.eval_recalibration_batches >= 0, "eval_recalibration_batches must "
                    f"be >= 0, got {self.eval_recalibration_batches}"),
+                  (self.eval_paths_every >= 1, "eval_paths_every must be >= 1, got "
+                   f"{self.eval_paths_every}"),
                   (self.inplace_distill >= 0, "inplace_distill must be >= 0, got "
                    f"{self.inplace_distill}"),
                   (self.arch_lr > 0, f"arch_lr must be > 0, got {self.arch_lr}")]
@@ -177,7 +182,8 @@ def build_method(config: TeacherRunConfig, num_classes: int, in_channels: int,
                      seed=config.train.seed, full_branch=config.full_branch,
                      sandwich=config.sandwich, inplace_distill=config.inplace_distill,
                      eval_paths=config.eval_paths,
-                     eval_recalibration_batches=config.eval_recalibration_batches)
+                     eval_recalibration_batches=config.eval_recalibration_batches,
+                     eval_paths_every=config.eval_paths_every)
 
 
 def _schedule_comment(train: TrainConfig) -> str:

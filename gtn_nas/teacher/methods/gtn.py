@@ -56,6 +56,9 @@ class GTNMethod(BranchedTeacherMethod):
         sandwich: Also train the largest and smallest students each step.
         inplace_distill: Weight of in-place distillation from the teacher (0: off).
         eval_paths: K, the fixed paths whose mean branch accuracy is logged.
+        eval_paths_every: Score the logged paths every this many epochs and after the last
+            (the teacher's accuracy is validated every epoch): each path costs a pass of its
+            branches over the validation split after recalibrating their statistics.
         eval_recalibration_batches: Recent training batches used to recalibrate each path's
             BN statistics before it is evaluated (0: shared statistics).
     """
@@ -64,7 +67,7 @@ class GTNMethod(BranchedTeacherMethod):
                  input_size: int, alpha: float = 3.0, temperature: float = 1.0,
                  warmup_epochs: int = 0, seed: int = 0, *, full_branch: bool = True,
                  sandwich: bool = False, inplace_distill: float = 0.0, eval_paths: int = 8,
-                 eval_recalibration_batches: int = 4) -> None:
+                 eval_recalibration_batches: int = 4, eval_paths_every: int = 5) -> None:
         super().__init__(teacher, GraftedBranches.for_supernet(teacher, space, input_size,
                                                                full_branch=full_branch),
                          warmup_epochs)
@@ -73,6 +76,9 @@ class GTNMethod(BranchedTeacherMethod):
         self.alpha, self.temperature, self.seed = alpha, temperature, seed
         self.sandwich, self.inplace_distill = sandwich, inplace_distill
         self.eval_paths, self.eval_recalibration_batches = eval_paths, eval_recalibration_batches
+        self.eval_paths_every = eval_paths_every
+        self._epoch: int | None = None
+        self._epochs: int | None = None
         self.extremes = list(extreme_paths(space)) if sandwich else []
         self._recent: list[torch.Tensor] = []
         self._last: tuple[Sample, dict[str, float]] | None = None
@@ -85,10 +91,20 @@ class GTNMethod(BranchedTeacherMethod):
 
     def on_epoch_start(self, epoch: int, epochs: int) -> None:
         super().on_epoch_start(epoch, epochs)
+        self._epoch, self._epochs = epoch, epochs
         self.sampler.set_epoch(epoch)
         # The recalibration batches of validate() come from this epoch only, so a run
         # resumed from the last checkpoint logs what the uninterrupted run logged.
         self._recent.clear()
+
+    def paths_due(self) -> bool:
+        """Whether this epoch's validation scores the logged paths: every
+        ``eval_paths_every``-th epoch and the last (the teacher's own accuracy every epoch);
+        always outside a run's epochs."""
+        if self._epoch is None or self._epochs is None:
+            return True
+        done = self._epoch + 1
+        return done % self.eval_paths_every == 0 or done == self._epochs
 
     def validation_paths(self) -> list[Sample]:
         """The K fixed paths of the logged branch accuracies (drawn from the sampler's prior
@@ -207,7 +223,7 @@ class GTNMethod(BranchedTeacherMethod):
         from gtn_nas.teacher.recalibration import (load_statistics, recalibrated_statistics,
                                            statistics_of)
 
-        paths = self.validation_paths()
+        paths = self.validation_paths() if self.paths_due() else []
         flags = [(m, m.training) for m in self.modules()]
         self.eval()
         teacher = RunningMeans()
