@@ -406,6 +406,9 @@ def _proxy_figure(out: Path, rows, acc, names, summary) -> None:
 
 
 def teacher_figure(out: Path, summary: dict) -> None:
+    """Paired differences with their 95% intervals, per method: each teacher's students minus
+    the same students (and seeds) from the standard teacher, and minus the same students
+    trained alone; each bar over exactly the pairs both arms have (its count beside it)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -413,24 +416,41 @@ def teacher_figure(out: Path, summary: dict) -> None:
 
     from gtn_nas.report import save_figure
 
-    pool = summary.get("pool", {})
-    if not pool:
+    deltas = summary.get("deltas", {})
+    methods = [m for m in deltas if deltas[m]]
+    if not methods:
         return
-    methods = list(pool)
-    teachers = list(next(iter(pool.values())))
-    fig, ax = plt.subplots(figsize=(7, 3.6))
-    width = 0.8 / max(1, len(teachers))
-    for i, teacher in enumerate(teachers):
-        values = [(pool[m].get(teacher) or np.nan) * 100 for m in methods]
-        ax.bar(np.arange(len(methods)) + i * width, values, width, label=teacher)
-    ax.set_xticks(np.arange(len(methods)) + width * (len(teachers) - 1) / 2)
-    ax.set_xticklabels([m.upper() for m in methods])
-    ax.set_ylabel("pool mean test top-1 %")
-    finite = [v * 100 for m in methods for v in pool[m].values() if v is not None]
-    if finite:
-        ax.set_ylim(min(finite) - 2, max(finite) + 1)
-    ax.legend(fontsize=8, ncol=len(teachers), loc="upper center", bbox_to_anchor=(0.5, -0.1))
-    ax.set_title("Students by teacher (Fashion-MNIST)")
+    references = ("standard", "baseline")
+    fig, axes = plt.subplots(len(methods), 2, figsize=(10, 2.2 + 1.4 * len(methods)),
+                             squeeze=False)
+    for row, method in enumerate(methods):
+        for col, reference in enumerate(references):
+            ax = axes[row][col]
+            items = [(name.split(" - ")[0], d) for name, d in deltas[method].items()
+                     if name.endswith(f" - {reference}")
+                     and name.split(" - ")[0] not in TEACHERLESS]
+            if reference == "baseline":  # label smoothing beside the teachers: the control
+                items += [("ls", d) for name, d in deltas[method].items()
+                          if name == "ls - baseline"]
+            if not items:
+                ax.set_visible(False)
+                continue
+            ys = np.arange(len(items))
+            means = [d["mean"] for _, d in items]
+            errors = [[d["mean"] - d["ci"][0] for _, d in items],
+                      [d["ci"][1] - d["mean"] for _, d in items]]
+            colours = ["C2" if d["ci"][0] > 0 else "C3" if d["ci"][1] < 0 else "C7"
+                       for _, d in items]
+            ax.barh(ys, means, xerr=errors, color=colours, alpha=0.8, capsize=3)
+            ax.axvline(0, color="black", linewidth=0.8)
+            ax.set_yticks(ys, [f"{name} ({d['pairs']} pairs)" for name, d in items],
+                          fontsize=8)
+            ax.grid(axis="x", alpha=0.3)
+            against = "the standard teacher" if reference == "standard" else "training alone"
+            ax.set_title(f"{method.upper()}: minus {against}", fontsize=9)
+            ax.set_xlabel("points of test top-1 (95% CI)", fontsize=8)
+    fig.suptitle("Paired differences over the same (student, seed) pairs (Fashion-MNIST)",
+                 fontsize=10)
     fig.tight_layout()
     save_figure(fig, out / "teacher_study.png")
 
