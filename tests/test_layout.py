@@ -2,8 +2,10 @@
 
 Order (each may import what is to its right): cli -> run -> search -> hardware | distill ->
 teacher -> space -> the common floor (config, errors, fileio, registry, engine, data, report).
-``hardware`` and ``distill`` are one level: neither imports the other. Every ``import`` counts,
-at module level or inside a function.
+``hardware`` and ``distill`` are one level: neither imports the other. ``testing`` (the plugin
+contract checks, which build spaces, teachers, distillers, data and profiles) sits at ``search``'s
+level, above every stage it checks. Every ``import`` counts, at module level or inside a
+function.
 """
 
 from __future__ import annotations
