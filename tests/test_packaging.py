@@ -122,16 +122,9 @@ def test_the_command_line_modules_import_no_heavy_library():
     assert heavy_modules_after("\n".join(f"import {m}" for m in modules)) == []
 
 
-def imports_fileio_at_module_level(module: str) -> bool:
-    tree = ast.parse((ROOT / "gtn_nas" / "cli" / f"{module}.py").read_text())
-    return any(isinstance(node, ast.ImportFrom) and node.module == "gtn_nas.fileio"
-               for node in tree.body)
-
-
-@pytest.mark.xfail(imports_fileio_at_module_level("search_cmds"), strict=True,
-                   reason="gtn_nas/cli/search_cmds.py imports gtn_nas.fileio (torch) at module "
-                          "level")
 def test_building_the_parser_imports_no_heavy_library():
+    """``gtn-nas --help`` and ``--version`` build the whole parser: no command may import
+    torch, NNI or Lightning before it runs."""
     assert heavy_modules_after("from gtn_nas.cli import build_parser\nbuild_parser()") == []
 
 
