@@ -96,6 +96,9 @@ class Scale:
     seeds: tuple[int, ...] = (1, 2, 3, 4, 5)
     random_students: int = 3
     sftn_random: bool = False  # SFTN teachers for the random students too (else s/m/l only)
+    sftn_for: tuple[str, ...] = ("s", "m", "l")  # the picks that get their own SFTN teacher
+    shared_split: bool = False  # teachers validate on the students' split, so students with
+    #                             --labelled == --limit train on exactly the teachers' images
     proxy_students: int = 50
     search_evals: int = 200
     search_time_candidates: int = 2000
@@ -162,9 +165,10 @@ def student_files(out: Path) -> list[Path]:
 
 
 def sftn_students(out: Path, scale: Scale) -> list[Path]:
-    """The students that get their own SFTN teacher: s/m/l (the issue's minimum: one SFTN
-    teacher costs ~1.8 standard ones), the random ones too with ``sftn_random``."""
-    return [f for f in student_files(out) if scale.sftn_random or not f.stem.startswith("random")]
+    """The students that get their own SFTN teacher: the picks named by ``sftn_for`` (s/m/l:
+    one SFTN teacher costs ~1.8 standard ones), the random ones too with ``sftn_random``."""
+    return [f for f in student_files(out) if f.stem in scale.sftn_for
+            or (scale.sftn_random and f.stem.startswith("random"))]
 
 
 # ----------------------------------------------------------------------------- stage 1
@@ -229,6 +233,8 @@ def teacher_tasks(out: Path, scale: Scale) -> list[dict[str, Any]]:
     base = {"method": "standard", "teacher": scale.teacher, "data": DATA,
             "image_size": scale.image_size, "limit": scale.limit, "space": SPACE,
             "width_mult": WIDTH}
+    if scale.shared_split:
+        base["data_options"] = {"val_fraction": scale.student_val_fraction}
     tasks = [{"name": "standard", "config": base}]
     for sampler in scale.samplers:  # GTN before SFTN: the study's question first
         tasks.append({"name": f"gtn-{sampler}",
