@@ -212,8 +212,10 @@ class Registry(Generic[T]):
         rows = []
         for name in self.names():
             ep = self._lazy.get(name) or self._declared.get(name)
-            builtin = (self._origins.get(name) == "built-in" if name in self._entries
-                       else ep is not None and _is_own(ep))
+            # ours whether or not it was imported yet: the bundled spaces come through the
+            # public group, so loading one must not turn it into a third-party entry
+            builtin = (self._origins.get(name) == "built-in" and name in self._entries) or (
+                ep is not None and _is_own(ep))
             problem = (f"declared twice, by {self._conflicts[name]}"
                        if name in self._conflicts else None)
             rows.append(RegistryEntry(

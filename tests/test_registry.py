@@ -132,3 +132,16 @@ def test_a_group_chosen_later_and_a_rescan(monkeypatch):
     found = []                                            # the package was uninstalled
     reg.rescan()
     assert reg.names() == ["mine"]
+
+
+def test_a_bundled_space_is_listed_as_built_in_before_and_after_it_is_loaded():
+    """The bundled spaces come through the public entry-point group; loading one (any test or
+    command that builds it) must not turn it into a third-party entry in `gtn-nas list`."""
+    from gtn_nas.space.plugins import SPACES, build_space
+
+    def listed() -> bool:
+        return next(e for e in SPACES.entries() if e.name == "resnet_supernet").builtin
+
+    before = listed()
+    build_space("resnet_supernet", width_mult=0.25, num_classes=10)
+    assert before and listed()
