@@ -10,7 +10,7 @@ layer whose input is narrower than its widest possible input (an earlier layer w
 slices the leading input channels of its first convolution and projection.
 
 Presets ``s_nas_s``, ``s_nas_m``, ``s_nas_l`` are the NAS-found students of the supplement's
-Tables 1-3 (see METHODS.md section 1 for how the tables map onto the six layers).
+Tables 1-3 (see docs/methods.md section 1 for how the tables map onto the six layers).
 
 Example:
     >>> from gtn_nas.space.plugins import build_space
@@ -177,7 +177,7 @@ class ResNetSupernet(SupernetSpace):
             widest = max(widest, out)
         self.units["head"] = ClassifierHeadUnit(widest, scale_channels(HEAD_CHANNELS, width_mult),
                                                 num_classes)
-        # METHODS.md section 1 [our reading]: about equal numbers of layers per block.
+        # docs/methods.md section 1 [our reading]: about equal numbers of layers per block.
         self.block_units = (("stem", "layer1"), ("layer2", "layer3"), ("layer4", "layer5"),
                             ("layer6", "head"))
         self.presets = {name: dict(sample) for name, sample in PRESETS.items()} \

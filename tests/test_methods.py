@@ -141,7 +141,7 @@ def _planted_losses(sample, generator, scale=1.0):
 
 
 def _branch_units(space):
-    units = list(space.units)  # stem, layer1..6, head; blocks as in METHODS.md section 1
+    units = list(space.units)  # stem, layer1..6, head; blocks as in docs/methods.md section 1
     return {"full": units, "branch1": units[2:], "branch2": units[4:], "branch3": units[6:]}
 
 

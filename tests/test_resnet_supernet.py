@@ -10,7 +10,7 @@ from gtn_nas.space.layers import PassThrough, Projection, ResBlock, describe_mod
 from gtn_nas.space.plugins import build_space
 
 # Rows of the supplement's Tables 1-3 (type, in, out, kernel, stride), transcribed, with the two
-# readings METHODS.md section 1 states: fixed "IdentityLayer" rows are parameter-free
+# readings docs/methods.md section 1 states: fixed "IdentityLayer" rows are parameter-free
 # pass-throughs (left out here), and Table 3's "IdentityLayer 64->128" + "ResBlock (x3) 128->128
 # s2" is one ResBlock layer 64->128 whose first block carries the projection.
 STEM = ("ConvLayer", 3, 16, 3, 1)

@@ -17,7 +17,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
     profile = load_profile(args.hw)
     space = space_for_profile(args, profile)
-    path = args.out or profile.latency_table_path()
+    path = args.out or profile.latency_table_path(writable=True)
     if path is None:
         raise ConfigError(f"profile {profile.name} names no latency_table file; pass --out")
     path = Path(path)

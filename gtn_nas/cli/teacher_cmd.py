@@ -114,8 +114,8 @@ def register(commands) -> None:
                                                   "(default 0.02)")
     tt.add_argument("--entropy-weight", type=float,
                     help="gtn: weight of the sampler's entropy bonus (default 0.1)")
-    tt.add_argument("--path-prior", help="gtn: label (uniform per label, default) or student "
-                                         "(each layer's configurations equally likely)")
+    tt.add_argument("--path-prior", help="gtn: student (each layer's configurations equally "
+                                         "likely, default) or label (uniform per label)")
     tt.add_argument("--full-branch", action=argparse.BooleanOptionalAction, default=None,
                     help="gtn: train a full-path branch from the input image (default: on for "
                          "learned/adversarial samplers, off for uniform)")

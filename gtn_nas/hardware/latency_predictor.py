@@ -211,10 +211,14 @@ def rebuild_hint(profile, space) -> str:
     """The command that (re)builds the lookup table of ``profile`` for ``space``."""
     if profile is None:
         return "gtn-nas profile --hw PROFILE"
+    from gtn_nas.hardware.profile_files import is_bundled
+
+    # a bundled profile by its name (its file lives inside the installed package)
+    source = profile.name if profile.source is None or is_bundled(profile.source) \
+        else profile.source
     if space is None:
-        return f"gtn-nas profile --hw {profile.source or profile.name}"
+        return f"gtn-nas profile --hw {source}"
     options = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in space.options.items())
-    source = profile.source or profile.name
     return f"gtn-nas profile --hw {source} --space {space.spec} {options}".rstrip()
 
 

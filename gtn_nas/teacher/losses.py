@@ -174,7 +174,7 @@ def conditioning_loss(
 ) -> dict[str, Tensor]:
     """GTN conditioning loss: :func:`sftn_loss` with the sampled path's branches as students.
 
-    This is **our reading** of the GTN supplement (METHODS.md section 4), which names a
+    This is **our reading** of the GTN supplement (docs/methods.md section 4), which names a
     conditioning loss with temperature 1 and weight ``alpha`` (3 on CIFAR-100, 1 on
     ImageNet-200) but does not write it out: teacher CE + ``alpha`` * mean over the grafted
     branches (the sampled supernet path behind each of the 3 cuts) of ``KL(branch || teacher)``

@@ -1,4 +1,4 @@
-"""GTN: one generic teacher for a whole pool of students (METHODS.md section 4; docs/gtn.md).
+"""GTN: one generic teacher for a whole pool of students (docs/methods.md section 4; docs/gtn.md).
 
 The last 3, 2 and 1 supernet blocks (own copies) are grafted after teacher blocks 1, 2, 3, and
 optionally a full-path branch (a copy of the whole supernet) runs the path from the input image.

@@ -3,7 +3,7 @@
 One categorical distribution per label of the space (``layer3/op``, ``layer3/kernel``, ...),
 parameterised by logits. One path is drawn per mini-batch with the Gumbel-max trick from a
 generator seeded per epoch (identical on every DDP rank) and shared by the branches. Samplers
-**[our reading, METHODS.md section 4; docs/gtn.md]**:
+**[our reading, docs/methods.md section 4; docs/gtn.md]**:
 
 - ``uniform``: the logits never move (the ablation); they stay at the *prior*;
 - ``learned``: a score-function (REINFORCE) estimator with a moving-average baseline moves the

@@ -1,4 +1,4 @@
-"""SFTN: a student-friendly teacher for one given student (Park et al., 2021; METHODS.md sec. 3).
+"""SFTN: a student-friendly teacher for one given student (Park et al., 2021; docs/methods.md sec. 3).
 
 The student's blocks 2-4, 3-4 and 4 are grafted after teacher blocks 1, 2, 3 through transform
 layers; the loss is teacher CE + ``kl_weight`` * mean branch KL(branch || teacher) at
