@@ -25,13 +25,13 @@ from typing import Any
 
 import torch
 
-from gtn_nas.errors import ConfigError
+from gtn_nas.errors import ConfigError, ResourceError
 
 
 _FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
-class DiskFullError(ConfigError):
+class DiskFullError(ResourceError):
     """A write failed for lack of space (``ENOSPC``) or quota (``EDQUOT``): the previous
     complete file is kept, no temporary is left, and ``--resume`` continues once space is
     back."""

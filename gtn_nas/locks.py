@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from gtn_nas.errors import ConfigError
+from gtn_nas.errors import ConfigError, ResourceError
 
 _log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ _held: dict[Path, tuple[int, int]] = {}  # lock file -> (fd, depth), this proces
 _beating = threading.Event()  # the heartbeat thread runs
 
 
-class FolderBusy(ConfigError):
+class FolderBusy(ResourceError):
     """Another live process writes this folder."""
 
 

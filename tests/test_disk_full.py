@@ -65,7 +65,7 @@ def test_training_stopped_by_a_full_disk_resumes_to_the_same_weights(tmp_path, m
     capsys.readouterr()
     with monkeypatch.context() as patch:
         fail_writes(patch, "last.pt", after=1)  # epoch 1's checkpoint lands, epoch 2's does not
-        assert main([*TEACHER, "--out", str(cut)]) == 2
+        assert main([*TEACHER, "--out", str(cut)]) == 75
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and err.startswith("gtn-nas: error: cannot write ")
     assert "last.pt" in err and "previous last.pt is unchanged" in err
@@ -89,7 +89,7 @@ def test_a_distill_export_on_a_full_disk_is_one_line_and_the_rerun_finishes(tmp_
     capsys.readouterr()
     with monkeypatch.context() as patch:
         fail_writes(patch, "student.onnx")
-        assert main(command) == 2
+        assert main(command) == 75
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "student.onnx" in err and "nothing was written" in err
     job = tmp_path / "distill" / "s_nas_s" / "seed0"
@@ -107,7 +107,7 @@ def test_a_search_report_on_a_full_disk_is_one_line_and_the_rerun_writes_it(tmp_
                "--latency-mode", "estimate", "--budget-evals", "8", "--out", str(out)]
     with monkeypatch.context() as patch:
         fail_writes(patch, name)
-        assert main(command) == 2
+        assert main(command) == 75
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and f"cannot write {out / name}" in err
     assert not list(out.rglob("*.tmp"))
@@ -131,7 +131,7 @@ def test_a_latency_table_on_a_full_disk_leaves_no_table(tmp_path, monkeypatch, c
                "--noise-rounds", "2", "--out", str(table)]
     with monkeypatch.context() as patch:
         fail_writes(patch, "cpu.json")
-        assert main(command) == 2
+        assert main(command) == 75
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and f"cannot write {table}" in err
     assert "nothing was written to cpu.json" in err

@@ -4,7 +4,8 @@ One module per command group (``space_cmds``, ``teacher_cmd``, ``search_cmds``, 
 with ``register(commands)``; this module assembles the parser and turns errors into exit codes.
 
 Exit codes: 0 success, 2 bad input or an infeasible request (one line on stderr, ``--debug``
-shows the traceback), 1 an unexpected failure, 130 interrupted.
+shows the traceback), 75 a full disk or a folder another process is writing (the same command
+works later; nothing was lost), 1 an unexpected failure, 130 interrupted.
 
 Example:
     $ gtn-nas space show --preset s_nas_m
@@ -19,7 +20,7 @@ import sys
 from typing import Sequence
 
 from gtn_nas import __version__
-from gtn_nas.errors import GtnNasError
+from gtn_nas.errors import GtnNasError, exit_code
 
 COMMAND_MODULES = ("space_cmds", "teacher_cmd", "search_cmds", "distill_cmds", "run_cmd",
                    "list_cmd")
@@ -64,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         sys.stderr.write(f"gtn-nas: error: {one_line_message(exc)}\n")
-        return 2
+        return exit_code(exc)
     except KeyboardInterrupt:
         sys.stderr.write("gtn-nas: interrupted\n")
         return 130
