@@ -29,6 +29,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                  "distill.method": args.method,
                  "distill.train.epochs": args.student_epochs,
                  "distill.seeds": list(parse_seeds(args.seeds)) if args.seeds else None}
+    if args.labelled is not None:
+        overrides["distill.labelled"] = None if args.labelled == "all" else _count(args.labelled)
     if args.download:
         overrides["download"] = True
     config = load_run_config(args.config, overrides)
@@ -49,6 +51,16 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"training alone: {gain}")
     out(f"report: {result.report}  ({time.perf_counter() - started:.0f} s)")
     return 0
+
+
+def _count(text: str) -> int:
+    from gtn_nas.errors import ConfigError
+
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"--labelled must be a number of images or all, got "
+                          f"'{text}'") from None
 
 
 def register(commands) -> None:
@@ -84,6 +96,10 @@ def register(commands) -> None:
                      help="distillation epochs per student (default: 10; `gtn-nas distill` "
                           "trains 240)")
     run.add_argument("--seeds", help="comma-separated student seeds (default: 0)")
+    run.add_argument("--labelled", help="labelled images the students learn from (default: "
+                                        "250; through the teacher they also learn from the "
+                                        "other training images); all: every label, what dkd "
+                                        "and gpd need")
     run.add_argument("--out", help="run directory (default: runs/run-<date>-<time>)")
     run.add_argument("--resume", action="store_true",
                      help="continue a killed run from its last finished stage")

@@ -99,6 +99,11 @@ class DistillStage:
     baseline_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     seeds: tuple[int, ...] = (0,)
     train: TrainConfig = field(default_factory=_student_train)
+    labelled: int | None = 250
+    """Labelled training images the students learn from (the first of the teacher's,
+    stratified); through the teacher (``kd``, ``fitnets``, ``at``) they also learn from every
+    other training image, unlabelled: the setting where a teacher has most to give (its own
+    labels are all of them). None: every label (what DKD and GPD need)."""
 
 
 @dataclass
@@ -136,11 +141,23 @@ class RunConfig:
         self.teacher.train.validate()
         self.teacher.pretrain_train.validate()
         self.distill.train.validate()
-        from gtn_nas.distill.distillers import TEACHERLESS, method_options
+        from gtn_nas.distill.distillers import TEACHERLESS, UNLABELLED_IMAGES, method_options
 
         if self.distill.method in TEACHERLESS:
             raise ConfigError(f"distill.method {self.distill.method} is a baseline; choose a "
                               f"distiller (kd, dkd, fitnets, at, gpd)")
+        labelled = self.distill.labelled
+        if labelled is not None:
+            if isinstance(labelled, bool) or not isinstance(labelled, int) or labelled < 1:
+                raise ConfigError(f"distill.labelled must be a positive number of images or "
+                                  f"null (every label), got {labelled!r}")
+            if self.distill.method not in UNLABELLED_IMAGES:
+                raise ConfigError(f"distill.labelled {labelled}: method {self.distill.method} "
+                                  f"needs every image's label; set distill.labelled: null "
+                                  f"(--labelled all) or use {', '.join(UNLABELLED_IMAGES)}")
+            if self.limit is not None and labelled >= self.limit:
+                raise ConfigError(f"distill.labelled {labelled} must be below limit "
+                                  f"{self.limit} (the rest are the students' unlabelled images)")
         for name in self.distill.baselines:
             if name not in TEACHERLESS:
                 raise ConfigError(f"distill.baselines: '{name}' is not a teacherless method "

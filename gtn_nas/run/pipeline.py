@@ -224,7 +224,8 @@ def distill_config(config: RunConfig, method: str, teacher_path: Path | None,
                             else {**stage.recipes.get(method, {}), **stage.options}),
         data=config.data, data_root=config.data_root, data_options=config.data_options,
         download=config.download, image_size=config.image_size, limit=config.limit,
-        seeds=tuple(stage.seeds), train=dataclasses.replace(stage.train))
+        labelled=stage.labelled, seeds=tuple(stage.seeds),
+        train=dataclasses.replace(stage.train))
 
 
 def reuse_search_trials(config: RunConfig, run_dir: Path, search: dict[str, Any],

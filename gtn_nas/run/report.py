@@ -223,6 +223,12 @@ def write_report(run_dir: Path, state: dict[str, Any]) -> tuple[Path, list[dict[
     lines += ["## 3. Students", ""]
     main = distill.get("main") or next((m for m in methods if m not in ("none", "ls")),
                                        methods[0] if methods else None)
+    labelled = (config.get("distill") or {}).get("labelled")
+    if labelled:
+        lines += [f"The students learn from {labelled:,} labelled training images (the teacher "
+                  f"from all of them); `{main}` also learns from every other training image "
+                  f"through the teacher's soft labels, without their labels. `none` and `ls` "
+                  f"see the {labelled:,} labelled images only.", ""]
     rows = student_rows(run_dir, methods, main) if methods else []
     if rows:
         has_ls = "ls" in methods
