@@ -2,19 +2,11 @@
 
 Devices, DDP and mixed precision come from Lightning Fabric (``accelerator``, ``devices``,
 ``strategy``, ``precision``); CPU is the tested default. The loop knows nothing about KD: it
-trains a *method*, an ``nn.Module`` whose ``forward(x, y)`` returns a dict with ``"loss"`` and
-any named terms; entries ending in ``logits`` are scored as accuracies (``logits`` -> ``acc``,
-``branch1_logits`` -> ``branch1_acc``), other scalars are averaged. Optional method hooks:
-
-- ``param_groups() -> list[dict]``: the optimizer's groups (default: all trainable parameters);
-- ``on_epoch_start(epoch, epochs)``: e.g. freeze a pretrained teacher during warm-up;
-- ``after_optimizer_step(x, y, outputs) -> dict | None``: e.g. an architecture step;
-- ``validate(val_loader, fabric) -> dict``: the whole validation (logged as ``val/*``) instead
-  of the engine's pass of :func:`evaluate`, e.g. GTN's teacher and branch accuracies over K
-  fixed paths in one pass over the validation split;
-- ``epoch_summary() -> dict``: extra values for the epoch's record (a sampler's distribution);
-- ``after_validation(record)``: sees the epoch's record before the checkpoint is written, so
-  state it keeps (a distiller's best-on-validation weights) is saved with the epoch.
+trains a *method*, a :class:`gtn_nas.method.TrainingMethod` whose ``forward(x, y)`` returns a
+dict with ``"loss"`` and any named terms (entries ending in ``logits`` are scored as
+accuracies, other scalars averaged), and calls each of its hooks (``param_groups``,
+``on_epoch_start``, ``after_optimizer_step``, ``validate``, ``epoch_summary``,
+``after_validation``), whose defaults do nothing; any other module is refused in one line.
 
 Reproducibility: the global batch is split into equal shards, one per process, and each
 image's augmentation is drawn from its own seed ``(seed, epoch, index)``, so N processes train
@@ -52,6 +44,7 @@ from gtn_nas.config import to_plain
 from gtn_nas.errors import ConfigError
 from gtn_nas.fileio import atomic_torch_save, load_checkpoint, remove_stale_temporaries
 from gtn_nas.locks import folder_lock
+from gtn_nas.method import TrainingMethod, evaluate  # noqa: F401 - evaluate: the engine's pass
 from gtn_nas.metrics import RunningMeans, write_metrics
 
 _log = logging.getLogger(__name__)
@@ -304,6 +297,9 @@ def fit(method: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainCo
             before its first epoch ended) starts from scratch and logs a warning.
     """
     config.validate()
+    if not isinstance(method, TrainingMethod):
+        raise ConfigError(f"{type(method).__name__} is not a training method: subclass "
+                          f"gtn_nas.method.TrainingMethod (forward(x, y) -> {{'loss': ...}})")
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"{run_dir} is a file, not a run directory; choose another --out")
@@ -326,7 +322,7 @@ def fit(method: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainCo
                      "ended?); starting from scratch", run_dir)
 
     if fabric is None:
-        fabric = make_fabric(config, getattr(method, "has_unused_parameters", False))
+        fabric = make_fabric(config, method.has_unused_parameters)
         fabric.launch()
     # one writer per run directory (the global-zero process writes it): a second process
     # training into it is refused in one line naming the holder
@@ -343,8 +339,7 @@ def fit(method: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainCo
             # batch statistics over the global batch, as one process would compute them
             method = nn.SyncBatchNorm.convert_sync_batchnorm(method)
         raw = method
-        groups = method.param_groups() if hasattr(method, "param_groups") else [
-            {"params": [p for p in method.parameters() if p.requires_grad]}]
+        groups = method.param_groups()
         optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum,
                                     weight_decay=config.weight_decay, nesterov=config.nesterov)
         scheduler = _scheduler(optimizer, config)
@@ -378,8 +373,7 @@ def fit(method: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainCo
             seed_everything(derive_seed(config.seed, epoch, rank, "epoch") % (2 ** 31))
             sampler.set_epoch(epoch)
             seeded_train.set_epoch(epoch)
-            if hasattr(raw, "on_epoch_start"):
-                raw.on_epoch_start(epoch, config.epochs)
+            raw.on_epoch_start(epoch, config.epochs)
             model.train()
             train_meter = RunningMeans()
             batches = _progress(loader, config.progress and fabric.is_global_zero,
@@ -400,8 +394,7 @@ def fit(method: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainCo
                     if config.grad_clip is not None:
                         fabric.clip_gradients(model, optimizer, max_norm=config.grad_clip)
                     optimizer.step()
-                    extra = raw.after_optimizer_step(x, y, outputs) \
-                        if hasattr(raw, "after_optimizer_step") else None
+                    extra = raw.after_optimizer_step(x, y, outputs)
                 with record_function("engine/metrics"):
                     train_meter.update(outputs, y, extra)
             lr = optimizer.param_groups[0]["lr"]
@@ -415,13 +408,10 @@ def fit(method: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainCo
             record.update({f"train/{k}": v for k, v in train_means.items()})
             if (epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs:
                 with record_function("engine/validation"):
-                    values = raw.validate(val_loader, fabric) if hasattr(raw, "validate") \
-                        else evaluate(raw, val_loader, fabric)
+                    values = raw.validate(val_loader, fabric)
                 record.update({f"val/{k}": v for k, v in values.items()})
-            if hasattr(raw, "epoch_summary"):
-                record.update(raw.epoch_summary())
-            if hasattr(raw, "after_validation"):  # e.g. keep the best weights in the checkpoint
-                raw.after_validation(record)
+            record.update(raw.epoch_summary())
+            raw.after_validation(record)  # e.g. keep the best weights in the checkpoint
             record["seconds"] = round(time.perf_counter() - started, 3)
             history.append(record)
             if fabric.is_global_zero:
@@ -442,22 +432,6 @@ def fit(method: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainCo
             write_metrics(run_dir, history)
         return FitResult(history=history, run_dir=run_dir, checkpoint=checkpoint_path,
                          resumed_from_epoch=start_epoch, is_global_zero=fabric.is_global_zero)
-
-
-@torch.no_grad()
-def evaluate(method: nn.Module, loader: DataLoader, fabric: Any = None) -> dict[str, float]:
-    """Averages ``method``'s outputs over ``loader`` in eval mode (restoring the mode after)."""
-    was_training = method.training
-    method.eval()
-    meter = RunningMeans()
-    try:
-        for x, y in loader:
-            if fabric is not None:
-                x, y = fabric.to_device((x, y))
-            meter.update(method(x, y), y)
-    finally:
-        method.train(was_training)
-    return meter.means()
 
 
 def _read_checkpoint(path: Path, digest: str, identity: Mapping[str, Any]) -> dict[str, Any]:

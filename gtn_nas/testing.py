@@ -256,21 +256,22 @@ def check_distiller(name: str, *, with_teacher: bool | None = None, steps: int =
     unknown = sorted(set(options) - set(allowed))
     _require(not unknown, where, f"options {unknown} are not keyword-only parameters")
     distiller = build_distiller(name, student, teacher, space.block_units, options=options)
-    _require(isinstance(distiller, nn.Module), where,
-             f"the factory returned {type(distiller).__name__}, not an nn.Module")
+    from gtn_nas.method import TrainingMethod
+
+    _require(isinstance(distiller, TrainingMethod), where,
+             f"the factory returned {type(distiller).__name__}, not a "
+             f"gtn_nas.method.TrainingMethod (the engine's contract)")
     exported = distiller.export_student()
     _require(isinstance(exported, nn.Module), where, "export_student() is not an nn.Module")
     teacher_ids = {id(p) for p in teacher.parameters()} if teacher is not None else set()
-    groups = distiller.param_groups() if hasattr(distiller, "param_groups") \
-        else [{"params": [p for p in distiller.parameters() if p.requires_grad]}]
+    groups = distiller.param_groups()
     trained = [p for group in groups for p in group["params"]]
     _require(trained and not teacher_ids & {id(p) for p in trained}, where,
              "its parameter groups must hold the student's parameters and never the teacher's")
     frozen = {k: v.clone() for k, v in teacher.state_dict().items()} if teacher else {}
     x, y = torch.randn(16, 3, 8, 8), torch.arange(16) % 10
     optimizer = torch.optim.SGD(groups, lr=0.05, momentum=0.9)
-    if hasattr(distiller, "on_epoch_start"):  # as the engine calls it (DKD's warm-up)
-        distiller.on_epoch_start(0, 1)
+    distiller.on_epoch_start(0, 1)  # as the engine calls it (DKD's warm-up)
     distiller.train()
     losses = []
     for step in range(max(steps, 1)):

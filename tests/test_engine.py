@@ -236,3 +236,43 @@ def test_cpu_speed_options_train_and_keep_the_checkpoint_format(data, tmp_path, 
         default.history[-1]["train/loss"], rel=1e-3)
     plain = _method()
     plain.load_state_dict(torch.load(result.checkpoint, weights_only=True)["method"])
+
+
+def test_the_engine_trains_training_methods_only_and_calls_every_hook(data, tmp_path):
+    """The contract is a base class, not hasattr probing: a plain module is refused in one
+    line, and a method's hooks are called in order on every epoch."""
+    from gtn_nas.method import TrainingMethod
+
+    with pytest.raises(ConfigError, match="is not a training method: subclass "
+                                          "gtn_nas.method.TrainingMethod"):
+        fit(torch.nn.Linear(2, 2), data.train, data.val, _config(), tmp_path / "x")
+
+    calls = []
+
+    class Recorded(TrainingMethod):
+        def __init__(self):
+            super().__init__()
+            self.inner = _method()
+
+        def forward(self, x, y):
+            return self.inner(x, y)
+
+        def on_epoch_start(self, epoch, epochs):
+            calls.append(("start", epoch, epochs))
+
+        def after_optimizer_step(self, x, y, outputs):
+            calls.append("step")
+            return {"steps": 1.0}
+
+        def epoch_summary(self):
+            return {"summary": len(calls)}
+
+        def after_validation(self, record):
+            calls.append(("validated", record["epoch"], "val/acc" in record))
+
+    result = fit(Recorded(), data.train, data.val,
+                 _config(epochs=2, milestones=(1,), max_steps_per_epoch=2), tmp_path / "run")
+    assert calls == [("start", 0, 2), "step", "step", ("validated", 1, True),
+                     ("start", 1, 2), "step", "step", ("validated", 2, True)]
+    assert [r["train/steps"] for r in result.history] == [1.0, 1.0]
+    assert [r["summary"] for r in result.history] == [3, 7]

@@ -51,6 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.profiler import record_function
 
+from gtn_nas.method import TrainingMethod
 from gtn_nas.errors import ConfigError
 from gtn_nas.distill.losses import (attention_transfer_loss, dkd_loss, dkd_warmup_factor, hint_loss,
                             kd_loss, labelled_cross_entropy)
@@ -104,7 +105,7 @@ def match_resolution(feature: torch.Tensor, size: tuple[int, int]) -> torch.Tens
     return F.interpolate(feature, size=size, mode="bilinear", align_corners=False)
 
 
-class Distiller(nn.Module):
+class Distiller(TrainingMethod):
     """Base of every distiller: holds the student and the frozen teacher.
 
     Args:

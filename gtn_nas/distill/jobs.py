@@ -33,6 +33,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from gtn_nas.method import TrainingMethod
 from gtn_nas.config import to_plain
 from gtn_nas.data import DataSplits, load_dataset
 from gtn_nas.distill.distillers import (DISTILLERS, TEACHERLESS, UNLABELLED_IMAGES, build_distiller,
@@ -172,7 +173,7 @@ def first_batch(dataset: Dataset, size: int = 16) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- one job
-class TrackedDistiller(nn.Module):
+class TrackedDistiller(TrainingMethod):
     """Wraps a distiller and keeps its best-on-validation student weights in the checkpoint.
 
     The engine calls :meth:`after_validation` before writing each epoch's checkpoint, so the
@@ -188,19 +189,16 @@ class TrackedDistiller(nn.Module):
 
     @property
     def has_unused_parameters(self) -> bool:
-        return bool(getattr(self.method, "has_unused_parameters", True))
+        return self.method.has_unused_parameters
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
         return self.method(x, y)
 
     def param_groups(self) -> list[dict[str, Any]]:
-        if hasattr(self.method, "param_groups"):
-            return self.method.param_groups()
-        return [{"params": [p for p in self.method.parameters() if p.requires_grad]}]
+        return self.method.param_groups()
 
     def on_epoch_start(self, epoch: int, epochs: int) -> None:
-        if hasattr(self.method, "on_epoch_start"):
-            self.method.on_epoch_start(epoch, epochs)
+        self.method.on_epoch_start(epoch, epochs)
 
     def export_student(self) -> nn.Module:
         return self.method.export_student()

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from gtn_nas.method import TrainingMethod
 from gtn_nas.errors import ConfigError
 from gtn_nas.distill.losses import dkd_loss, soft_cross_entropy
 from gtn_nas.distill.gpd.cbr import BRANCHES, CBRConv2d
@@ -76,7 +77,7 @@ def check_branches(branches: Sequence[str]) -> tuple[str, ...]:
     return tuple(b for b in BRANCHES if b in branches)
 
 
-class GPDDistiller(nn.Module):
+class GPDDistiller(TrainingMethod):
     """A student and its dynamic teacher trained together, with an optional static teacher.
 
     Args:

@@ -12,10 +12,11 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from gtn_nas.method import TrainingMethod
 from gtn_nas.teacher.methods.grafting import GraftedBranches
 
 
-class BranchedTeacherMethod(nn.Module):
+class BranchedTeacherMethod(TrainingMethod):
     """Base of the methods that train a teacher together with grafted branches.
 
     Args:

@@ -14,8 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gtn_nas.method import TrainingMethod
 
-class StandardMethod(nn.Module):
+
+class StandardMethod(TrainingMethod):
     """Cross-entropy on the teacher's logits."""
 
     def __init__(self, teacher: nn.Module) -> None:
