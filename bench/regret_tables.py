@@ -51,10 +51,56 @@ def load_pool(out: Path) -> dict[str, dict[str, Any]]:
             entry["flops"] = result.get("mflops", 0.0)
             entry["seconds"][result["seed"]] = result["seconds"]
             entry["params"] = result.get("params")
+    samples = {k: v["sample"] for k, v in pool["students"].items()}
+    for file in sorted((out / "searches").glob("*.json")):
+        for pick in (_read(file) or {}).get("picks", {}).values():
+            from gtn_nas.search.selection import sample_key
+
+            samples.setdefault(sample_key(pick["sample"]), pick["sample"])
     for key, info in pool["students"].items():
         if key in students and students[key]["latency_ms"] is None:
             students[key]["latency_ms"] = info["latency_ms"]
+    for key, entry in students.items():
+        entry["sample"] = samples.get(key)
     return students
+
+
+def encode(sample: dict[str, Any], entry: dict[str, Any]) -> list[float]:
+    """An architecture as numbers: per layer the op (one-hot), kernel and depth of a
+    resblock; then log parameters, log MFLOPs and latency."""
+    import math
+
+    row: list[float] = []
+    for layer in range(1, 7):
+        op = sample.get(f"layer{layer}/op")
+        row += [float(op == "zero"), float(op == "identity"), float(op == "resblock"),
+                float(sample.get(f"layer{layer}/kernel", 0)) if op == "resblock" else 0.0,
+                float(sample.get(f"layer{layer}/depth", 0)) if op == "resblock" else 0.0]
+    return row + [math.log(max(entry.get("params") or 1, 1)),
+                  math.log(max(entry.get("flops") or 1e-3, 1e-3)), entry["latency_ms"] or 0.0]
+
+
+def predicted_accuracy(students, members: dict[str, list[str]]) -> dict[str, dict[str, float]]:
+    """Per tier, an accuracy predictor's guesses for that tier's pool students, fitted on
+    every other trained student (seed 1's final validation top-1; gradient boosting on
+    :func:`encode`): what a search would know from the students trained before it."""
+    import numpy as np
+    from sklearn.ensemble import GradientBoostingRegressor
+
+    usable = {k: e for k, e in students.items() if e.get("sample") and 1 in e["val"]}
+    guesses = {}
+    for tier, keys in members.items():
+        train = [k for k in usable if k not in keys]
+        if len(train) < 10:
+            continue
+        model = GradientBoostingRegressor(n_estimators=200, max_depth=3, random_state=0)
+        model.fit(np.array([encode(usable[k]["sample"], usable[k]) for k in train]),
+                  np.array([usable[k]["val"][1][-1] for k in train]))
+        targets = [k for k in keys if k in usable]
+        values = model.predict(np.array([encode(usable[k]["sample"], usable[k])
+                                         for k in targets])) if targets else []
+        guesses[tier] = dict(zip(targets, map(float, values)))
+    return guesses
 
 
 def mean_acc(entry: dict[str, Any]) -> float | None:
@@ -159,7 +205,8 @@ def asha(order: list[str], value, final, rungs: list[int], eta: int) -> tuple[st
 
 def simulate(students, members: dict[str, list[str]], budgets, *, n: int, eta: int,
              first: int, order: str, metric: str = "val", repeats: int = 100,
-             seed: int = 0) -> dict[str, float]:
+             seed: int = 0, guesses: dict[str, dict[str, float]] | None = None
+             ) -> dict[str, float]:
     """The trained selection replayed on the pool's curves: per tier ``n`` pool students
     (``order``: ``random`` draws, or the ``n`` with the most FLOPs / parameters, as a search
     ranking its proposals by that score would), asynchronous halving on seed 1's curves
@@ -196,6 +243,11 @@ def simulate(students, members: dict[str, list[str]], budgets, *, n: int, eta: i
         for _ in range(repeats if order == "random" else 1):
             if order == "random":
                 chosen = rng.sample(usable, n)
+            elif order == "predicted":
+                guess = (guesses or {}).get(tier, {})
+                if not all(k in guess for k in usable):
+                    break
+                chosen = sorted(usable, key=lambda k: (-guess[k], k))[:n]
             else:
                 chosen = sorted(usable, key=lambda k: (-students[k][order], k))[:n]
             pick, cost = asha(chosen, value, final, rungs, eta)
@@ -304,16 +356,17 @@ def write_report(out: Path, scale, machine: str) -> Path:
                   "baselines by `gtn-nas run`, so part of the cost is not extra.", ""]
     # ---- replayed settings
     sims = []
+    guesses = predicted_accuracy(students, pool["tiers"])
     third = max(1, round(scale.epochs / 9))
     for n, eta, first in ((9, 3, third), (9, 3, 2 * third), (6, 3, third), (12, 3, third),
                           (9, 2, third), (27, 3, 1), (3, 3, scale.epochs),
                           (1, 3, scale.epochs)):
-        for order in ("random", "flops", "params"):
+        for order in ("random", "flops", "params", "predicted"):
             for metric in ("val", "loss"):
                 if first >= scale.epochs and metric == "loss":
                     continue
                 result = simulate(students, pool["tiers"], budgets, n=n, eta=eta,
-                                  first=first, order=order, metric=metric)
+                                  first=first, order=order, metric=metric, guesses=guesses)
                 if result:
                     sims.append([n, eta, first, order, metric,
                                  f"{result['mean_regret']:.2f}",
@@ -323,7 +376,9 @@ def write_report(out: Path, scale, machine: str) -> Path:
         lines += ["### Halving settings replayed on the pool's curves", "",
                   "Asynchronous successive halving (Optuna's rule) replayed on the pool's own "
                   "students: n of a tier's pool students enter in the order of a proposal "
-                  "score (`flops`, `params`: the n highest, highest first) or at random "
+                  "score (`flops`, `params`: the n highest, highest first; `predicted`: an "
+                  "accuracy predictor, gradient boosting on the architecture and its costs, "
+                  "fitted on every other tier's trained students) or at random "
                   "(`random`: 100 draws); each rung compares seed 1's validation top-1 "
                   "(`val`) or minus its mean training loss so far (`loss`); the pick (best "
                   "seed-1 validation after the last epoch among those trained to the end) is "
