@@ -16,6 +16,7 @@ import argparse
 import statistics
 from pathlib import Path
 
+from gtn_nas.config import DataConfig
 from gtn_nas.distill.jobs import DistillRunConfig, distill
 from gtn_nas.engine import TrainConfig
 from gtn_nas.teacher.train import TeacherRunConfig, train_teacher
@@ -35,7 +36,7 @@ def main() -> None:
     seeds = tuple(int(s) for s in args.seeds.split(","))
     out = Path(args.out)
     teacher_dir = out / "teacher"
-    config = TeacherRunConfig(method="standard", teacher="resnet32", data="digits",
+    config = TeacherRunConfig(method="standard", teacher="resnet32", data=DataConfig("digits"),
                               train=TrainConfig(epochs=args.teacher_epochs, schedule="cosine",
                                                 progress=False))
     teacher = train_teacher(config, teacher_dir, resume=True).teacher_path
@@ -44,7 +45,7 @@ def main() -> None:
         name = f"{method}{'' if with_teacher or method == 'none' else '-scratch'}"
         run = DistillRunConfig(teacher=str(teacher) if with_teacher else None,
                                students=(args.student,), method=method, method_options=options,
-                               data="digits", seeds=seeds, export=False,
+                               data=DataConfig("digits"), seeds=seeds, export=False,
                                train=TrainConfig(epochs=args.epochs, schedule="cosine",
                                                  progress=False))
         result = distill(run, out / name, on_job=lambda text: print(f"{name}: {text}",

@@ -174,7 +174,7 @@ def sftn_students(out: Path, scale: Scale) -> list[Path]:
 # ----------------------------------------------------------------------------- stage 1
 def search_stage(out: Path, scale: Scale) -> None:
     """s/m/l of a host_cpu search + random students, as sample files in out/students/."""
-    from gtn_nas.data import load_dataset
+    from gtn_nas.config import DataConfig
     from gtn_nas.run.config import RunConfig, SearchStage, TeacherStage
     from gtn_nas.run.pipeline import search_stage as run_search_stage
     from gtn_nas.space.plugins import build_space
@@ -185,15 +185,15 @@ def search_stage(out: Path, scale: Scale) -> None:
         say("search: finished earlier")
         return
     say(f"search: host_cpu s/m/l, {scale.search_evals} candidates, NASWOT score")
-    config = RunConfig(data=DATA, image_size=scale.image_size, limit=scale.limit, seed=0,
+    data = DataConfig(DATA, image_size=scale.image_size, limit=scale.limit)
+    config = RunConfig(data=data, seed=0,
                        teacher=TeacherStage(space=SPACE, width_mult=WIDTH),
                        search=SearchStage(hw=("host_cpu",), budget_evals=scale.search_evals,
                                           latency="measure", score="naswot", select="proxy"))
     started = time.perf_counter()
     record = run_search_stage(config, out / "search", teacher_path=Path("unused"))
     record["seconds"] = round(time.perf_counter() - started, 1)
-    splits = load_dataset(DATA, image_size=scale.image_size, limit=scale.limit, seed=0,
-                          augment=False)
+    splits = data.load(seed=0, augment=False)
     space = build_space(SPACE, num_classes=splits.num_classes, in_channels=splits.in_channels,
                         input_size=splits.image_size, width_mult=WIDTH)
     students = out / "students"
@@ -230,11 +230,11 @@ def write_random_students(space, folder: Path, prefix: str, count: int, base: in
 
 # ----------------------------------------------------------------------------- tasks
 def teacher_tasks(out: Path, scale: Scale) -> list[dict[str, Any]]:
-    base = {"method": "standard", "teacher": scale.teacher, "data": DATA,
-            "image_size": scale.image_size, "limit": scale.limit, "space": SPACE,
-            "width_mult": WIDTH}
+    data = {"name": DATA, "image_size": scale.image_size, "limit": scale.limit}
     if scale.shared_split:
-        base["data_options"] = {"val_fraction": scale.student_val_fraction}
+        data["options"] = {"val_fraction": scale.student_val_fraction}
+    base = {"method": "standard", "teacher": scale.teacher, "data": data, "space": SPACE,
+            "width_mult": WIDTH}
     tasks = [{"name": "standard", "config": base}]
     for sampler in scale.samplers:  # GTN before SFTN: the study's question first
         tasks.append({"name": f"gtn-{sampler}",
@@ -304,10 +304,10 @@ def _shards(folder: Path, teacher: str, method: str, students: list[str], seeds,
     teacher_path = None if method in BASELINES.values() else str(
         out / "teachers" / teacher / "teacher.pt")
     config = {"teacher": teacher_path, "students": list(students), "method": method,
-              "method_options": dict(RECIPES.get(method, {})), "data": DATA,
-              "image_size": scale.image_size, "limit": scale.labelled, "space": SPACE,
-              "width_mult": WIDTH, "seeds": list(seeds), "export": False,
-              "data_options": {"val_fraction": scale.student_val_fraction}}
+              "method_options": dict(RECIPES.get(method, {})),
+              "data": {"name": DATA, "image_size": scale.image_size, "limit": scale.labelled,
+                       "options": {"val_fraction": scale.student_val_fraction}},
+              "space": SPACE, "width_mult": WIDTH, "seeds": list(seeds), "export": False}
     jobs = [(Path(s).stem, seed) for s in students for seed in seeds]
     return [{"kind": "distill", "dir": str(folder), "config": config, "shard": [k + 1, len(jobs)],
              "seed": seed,

@@ -54,7 +54,7 @@ TEACHER = ["--teacher", "tiny", "--data", "digits", "--limit", "300", "--epochs"
            "--max-steps-per-epoch", "4", "--batch-size", "32"]
 DISTILL = ["--students", "s_nas_s", "s_nas_m", "--data", "digits", "--limit", "300",
            "--epochs", "2", "--max-steps-per-epoch", "3", "--batch-size", "32"]
-RUN = {"data": "digits", "limit": 300, "seed": 0,
+RUN = {"data": {"name": "digits", "limit": 300}, "seed": 0,
        "teacher": {"teacher": "tiny", "train": {"epochs": 2, "max_steps_per_epoch": 4,
                                                 "batch_size": 32}},
        "search": {"budget_evals": 6},

@@ -15,6 +15,7 @@ import tempfile
 
 import torch
 
+from gtn_nas.config import DataConfig
 from gtn_nas.engine import TrainConfig
 from gtn_nas.teacher.train import TeacherRunConfig, train_teacher
 
@@ -41,7 +42,7 @@ def main() -> None:
     torch.set_num_threads(1)
     rows = []
     for name in args.runs:
-        config = TeacherRunConfig(method="gtn", teacher="resnet32", data="digits",
+        config = TeacherRunConfig(method="gtn", teacher="resnet32", data=DataConfig("digits"),
                                   **RUNS[name], train=TrainConfig(epochs=args.epochs,
                                                                   seed=args.seed,
                                                                   progress=False))

@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from evidence import machine_line
+    from gtn_nas.config import DataConfig
     from gtn_nas.engine import TrainConfig
     from gtn_nas.teacher.train import TeacherRunConfig, train_teacher
 
@@ -35,8 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     train = TrainConfig(epochs=args.epochs, schedule="cosine", progress=False)
-    base = TeacherRunConfig(method="standard", teacher="resnet32", data="fashion-mnist",
-                            image_size=16, limit=args.limit, train=train)
+    base = TeacherRunConfig(method="standard", teacher="resnet32",
+                            data=DataConfig("fashion-mnist", image_size=16, limit=args.limit),
+                            train=train)
     arms = {
         "standard": base,
         "gtn, paths every epoch (before)": dataclasses.replace(base, method="gtn",

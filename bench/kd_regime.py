@@ -90,8 +90,9 @@ def seeds_of(text: str) -> tuple[int, ...]:
 def teacher_task(out: Path, args: argparse.Namespace) -> dict[str, Any]:
     return {"kind": "teacher", "name": "teacher", "dir": str(out / "teacher"),
             "epochs": args.teacher_epochs, "batch_size": 64,
-            "config": {"method": "standard", "teacher": "resnet32", "data": DATA,
-                       "image_size": args.image_size, "limit": args.teacher_limit}}
+            "config": {"method": "standard", "teacher": "resnet32",
+                       "data": {"name": DATA, "image_size": args.image_size,
+                                "limit": args.teacher_limit}}}
 
 
 def job(out: Path, arm: str, variant: str, student: str, seed: int, *, labelled: int,
@@ -107,10 +108,11 @@ def job(out: Path, arm: str, variant: str, student: str, seed: int, *, labelled:
             "config": {"teacher": None if method in ("none", "ls")
                        else str(out / "teacher" / "teacher.pt"),
                        "students": [student], "method": method, "method_options": options,
-                       "data": DATA, "image_size": args.image_size,
-                       "limit": limit or labelled, "labelled": labelled if limit else None,
-                       "space": SPACE, "width_mult": WIDTH, "seeds": [seed], "export": False,
-                       "data_options": {"val_fraction": STUDENT_VAL_FRACTION}}}
+                       "data": {"name": DATA, "image_size": args.image_size,
+                                "limit": limit or labelled,
+                                "options": {"val_fraction": STUDENT_VAL_FRACTION}},
+                       "labelled": labelled if limit else None, "space": SPACE,
+                       "width_mult": WIDTH, "seeds": [seed], "export": False}}
 
 
 def sweep_jobs(out: Path, args: argparse.Namespace) -> list[dict[str, Any]]:

@@ -46,22 +46,23 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    from gtn_nas.config import DataConfig
     from gtn_nas.distill.jobs import DistillRunConfig, distill
     from gtn_nas.engine import TrainConfig
     from gtn_nas.teacher.train import TeacherRunConfig, train_teacher
 
     work = Path(tempfile.mkdtemp(prefix="profile-phases-"))
-    data = dict(data="fashion-mnist", image_size=16, limit=args.limit)
+    data = DataConfig("fashion-mnist", image_size=16, limit=args.limit)
     columns: dict[str, tuple[float, dict[str, float]]] = {}
     for method in ("standard", "gtn"):
-        config = TeacherRunConfig(method=method, teacher="resnet32", **data,
+        config = TeacherRunConfig(method=method, teacher="resnet32", data=data,
                                   eval_paths=2,  # the run's setting
                                   train=TrainConfig(epochs=1, lr=0.05, progress=False))
         columns[f"{method} teacher, 1 epoch"] = profiled(
             lambda c=config, m=method: train_teacher(c, work / m))
     teacher = args.teacher or str(work / "standard" / "teacher.pt")
     config = DistillRunConfig(teacher=teacher, students=("s_nas_s",), method="kd", export=False,
-                              **data, train=TrainConfig(epochs=args.epochs, lr=0.05,
+                              data=data, train=TrainConfig(epochs=args.epochs, lr=0.05,
                                                         schedule="cosine", progress=False))
     columns = {f"KD job, {args.epochs} epochs": profiled(lambda: distill(config, work / "kd")),
                **columns}

@@ -32,7 +32,6 @@ from scipy import stats
 from torch.utils.data import DataLoader
 
 from gtn_nas.config import load_config
-from gtn_nas.data import load_dataset
 from gtn_nas.engine import TrainConfig, evaluate, fit
 from gtn_nas.teacher.methods.standard import StandardMethod
 from gtn_nas.search.scoring import build_scorer, load_branch_scorer
@@ -55,8 +54,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     run = load_config(TeacherRunConfig, Path(args.teacher).parent / "config.yaml").resolved()
-    splits = load_dataset(run.data, root=run.data_root, image_size=run.image_size,
-                          seed=run.train.seed, limit=run.limit, **run.data_options)
+    splits = run.data.load(seed=run.train.seed)
 
     scorers = {}
     for branch in ("combined", "full", 1):

@@ -106,11 +106,17 @@ def recipe(scale: Scale, seed: int):
     from gtn_nas.engine import TrainConfig
 
     return DistillRunConfig(
-        method="none", students=("pool",), data=DATA, image_size=scale.image_size,
-        limit=scale.labelled, data_options={"val_fraction": scale.val_fraction},
-        seeds=(seed,), export=False,
+        method="none", students=("pool",), data=data_config(scale), seeds=(seed,), export=False,
         train=TrainConfig(epochs=scale.epochs, batch_size=scale.batch_size, schedule="cosine",
                           progress=False))
+
+
+def data_config(scale: Scale):
+    """The students' data: ``scale.labelled`` Fashion-MNIST images at ``scale.image_size``."""
+    from gtn_nas.config import DataConfig
+
+    return DataConfig(DATA, image_size=scale.image_size, limit=scale.labelled,
+                      options={"val_fraction": scale.val_fraction})
 
 
 def host_profile():
@@ -175,7 +181,6 @@ def latency_stage(out: Path, scale: Scale) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- stage 2
 def proposal_stage(out: Path, scale: Scale, budgets: dict[str, Any]) -> None:
     """Each seed's evolution under each score; candidates saved for the halving stage."""
-    from gtn_nas.data import load_dataset
     from gtn_nas.hardware.profiles import TierBudget
     from gtn_nas.search.scoring import search_scorer
     from gtn_nas.search.strategy import run_search
@@ -192,9 +197,7 @@ def proposal_stage(out: Path, scale: Scale, budgets: dict[str, Any]) -> None:
             if read_json(path) is not None:
                 continue
             if method == "naswot" and splits is None:
-                splits = load_dataset(DATA, image_size=scale.image_size, limit=scale.labelled,
-                                      augment=False, seed=0,
-                                      val_fraction=scale.val_fraction)
+                splits = data_config(scale).load(seed=0, augment=False)
             scorer, _ = search_scorer(method, space, data=splits, seed=seed)
             started = time.perf_counter()
             result = run_search(space, profile, budget_evals=scale.budget_evals, seed=seed,

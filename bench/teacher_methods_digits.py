@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 
+from gtn_nas.config import DataConfig
 from gtn_nas.engine import TrainConfig
 from gtn_nas.teacher.train import TeacherRunConfig, train_teacher
 
@@ -27,7 +28,8 @@ def main() -> None:
           "full path (last) | s/epoch |")
     print("|---|---|---|---|---|---|---|")
     for method, options in RUNS:
-        config = TeacherRunConfig(method=method, teacher="resnet32", data="digits", **options,
+        config = TeacherRunConfig(method=method, teacher="resnet32", data=DataConfig("digits"),
+                                  **options,
                                   train=TrainConfig(epochs=args.epochs, progress=False))
         with tempfile.TemporaryDirectory() as tmp:
             history = train_teacher(config, tmp).fit.history

@@ -18,6 +18,7 @@ import argparse
 import time
 from pathlib import Path
 
+from gtn_nas.config import DataConfig
 from gtn_nas.distill.jobs import DistillRunConfig, distill
 from gtn_nas.engine import TrainConfig
 from gtn_nas.space.export import export_student_checkpoint
@@ -39,11 +40,12 @@ def main() -> None:
     out = Path(args.out)
     steps = 4 if args.quick else None
     epochs = (1, 1) if args.quick else (6, 10)
+    data = DataConfig("digits", limit=600 if args.quick else None)  # every stage's data
 
     # 1. a GTN teacher whose grafted branches are copies of the plugin space's blocks
     teacher_config = TeacherRunConfig(
-        method="gtn", teacher="tiny" if args.quick else "resnet32", data="digits",
-        space=PLUGIN, width_mult=0.5, limit=600 if args.quick else None,
+        method="gtn", teacher="tiny" if args.quick else "resnet32", data=data,
+        space=PLUGIN, width_mult=0.5,
         train=TrainConfig(epochs=epochs[0], max_steps_per_epoch=steps, progress=False))
     teacher = train_teacher(teacher_config, out / "teacher", on_epoch_end=lambda r: print(
         f"teacher epoch {r['epoch']}: val acc {r['val/acc']:.3f}, branch 1 "
@@ -54,8 +56,7 @@ def main() -> None:
     #    teacher) by successive halving
     space, scorer = load_branch_scorer(teacher, PLUGIN)
     profile = load_profile("host_cpu")
-    alone = DistillRunConfig(method="none", students=("search",), space=PLUGIN, data="digits",
-                             limit=600 if args.quick else None,
+    alone = DistillRunConfig(method="none", students=("search",), space=PLUGIN, data=data,
                              train=TrainConfig(epochs=epochs[1], max_steps_per_epoch=steps,
                                                schedule="cosine", progress=False))
     result = search_devices(space, [profile], scorer=scorer,
@@ -72,7 +73,7 @@ def main() -> None:
 
     # 3. distil the picks from the teacher (the plugin is trusted because we name it)
     run = DistillRunConfig(teacher=str(teacher), students=(str(out / "search"),), space=PLUGIN,
-                           data="digits", limit=600 if args.quick else None,
+                           data=data,
                            train=TrainConfig(epochs=epochs[1], max_steps_per_epoch=steps,
                                              schedule="cosine", progress=False))
     distilled = distill(run, out / "distill", on_job=print)

@@ -21,7 +21,7 @@ from gtn_nas.run.pipeline import run_pipeline
 QUICK = {"teacher.teacher": "tiny", "teacher.train.epochs": 1,
          "teacher.train.max_steps_per_epoch": 5, "teacher.pretrain_train.epochs": 1,
          "teacher.pretrain_train.max_steps_per_epoch": 5, "search.budget_evals": 30,
-         "distill.train.epochs": 2, "limit": 600}
+         "distill.train.epochs": 2, "data.limit": 600}
 
 
 def main() -> None:

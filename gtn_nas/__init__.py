@@ -21,6 +21,7 @@ __version__ = "0.1.0"
 
 _EXPORTS: dict[str, str] = {
     # data, search space, device profiles
+    "DataConfig": "gtn_nas.config",
     "load_dataset": "gtn_nas.data",
     "build_space": "gtn_nas.space.plugins",
     "load_profile": "gtn_nas.hardware.profiles",

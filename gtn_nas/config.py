@@ -3,7 +3,10 @@
 :func:`read_yaml` reads any YAML/JSON file safely with one-line errors.
 :func:`from_mapping` builds a dataclass from a mapping, refusing unknown keys and values of the
 wrong type with one line naming the key, the value and what is expected. :func:`load_config`
-reads a YAML file (``yaml.safe_load``) and applies overrides on top.
+reads a YAML file (``yaml.safe_load``) and applies overrides on top (nested sections merged
+key by key; :data:`NULL` sets a key to null). A dataclass may declare
+``upgrade_keys(data, where)``, a static method rewriting the keys older files use; both apply
+it first. :class:`DataConfig` is the ``data`` section every run configuration shares.
 
 Example:
     >>> from dataclasses import dataclass
@@ -27,6 +30,7 @@ import math
 import os
 import types
 import typing
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, TypeVar
 
@@ -131,6 +135,7 @@ def from_mapping(cls: type[T], data: Mapping[str, Any], where: str = "config") -
     """Builds dataclass ``cls`` from ``data``; unknown keys and wrongly typed values are errors."""
     if not isinstance(data, Mapping):
         raise ConfigError(f"{where}: expected a mapping of options, got {type(data).__name__}")
+    data = _upgraded(cls, data, where)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     values = {}
@@ -156,9 +161,68 @@ def from_mapping(cls: type[T], data: Mapping[str, Any], where: str = "config") -
         raise ConfigError(f"{where}: {exc}") from exc
 
 
+class _Null:
+    """The type of :data:`NULL`."""
+
+    def __repr__(self) -> str:
+        return "NULL"
+
+
+NULL: Any = _Null()
+"""An override value that sets its key to null (an override of None means "not given")."""
+
+
+def _upgraded(cls: type, data: Mapping[str, Any], where: str) -> Mapping[str, Any]:
+    upgrade = getattr(cls, "upgrade_keys", None)
+    return upgrade(data, where) if callable(upgrade) else data
+
+
+def _section_type(annotation: Any) -> type | None:
+    """The dataclass a field holds (``X`` or ``X | None``), else None."""
+    options = typing.get_args(annotation) if typing.get_origin(annotation) in (
+        typing.Union, types.UnionType) else (annotation,)
+    found = [a for a in options if dataclasses.is_dataclass(a)]
+    return found[0] if len(found) == 1 else None
+
+
+def merge_overrides(cls: type, data: Mapping[str, Any], overrides: Mapping[str, Any],
+                    where: str = "config") -> dict[str, Any]:
+    """``data`` (the mapping of a ``cls``) with ``overrides`` on top: a mapping given for a
+    nested dataclass section (``train``, ``data``) is merged into that section key by key,
+    anything else replaces the value; None values are skipped (not given) and :data:`NULL`
+    sets null.
+
+    Example:
+        >>> @dataclasses.dataclass
+        ... class Run:
+        ...     data: DataConfig = dataclasses.field(default_factory=DataConfig)
+        ...     seed: int | None = 0
+        >>> merge_overrides(Run, {"data": {"name": "digits", "limit": 300}},
+        ...                 {"data": {"image_size": 16, "root": None}, "seed": NULL})
+        {'data': {'name': 'digits', 'limit': 300, 'image_size': 16}, 'seed': None}
+    """
+    merged = dict(_upgraded(cls, data, where))
+    hints = typing.get_type_hints(cls) if dataclasses.is_dataclass(cls) else {}
+    for key, value in _upgraded(cls, overrides, where).items():
+        if value is None:
+            continue
+        section = _section_type(hints.get(key))
+        if section is not None and isinstance(value, Mapping):
+            base = merged.get(key)
+            if base is None or dataclasses.is_dataclass(base):
+                base = to_plain(base) if base is not None else {}
+            if not isinstance(base, Mapping):
+                raise ConfigError(f"{where}: {key} must be a mapping, got {base!r}")
+            merged[key] = merge_overrides(section, base, value, f"{where}: {key}")
+        else:
+            merged[key] = None if value is NULL else value
+    return merged
+
+
 def load_config(cls: type[T], path: str | os.PathLike | None = None,
                 overrides: Mapping[str, Any] | None = None) -> T:
-    """``cls`` from the YAML file at ``path`` (if any) with ``overrides`` (None values skipped)."""
+    """``cls`` from the YAML file at ``path`` (if any) with ``overrides`` on top
+    (:func:`merge_overrides`: None values skipped, nested sections merged)."""
     data: dict[str, Any] = {}
     where = "config"
     if path is not None:
@@ -170,7 +234,7 @@ def load_config(cls: type[T], path: str | os.PathLike | None = None,
                               f"{type(loaded).__name__}")
         data.update(loaded)
         where = str(path)
-    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    data = merge_overrides(cls, data, overrides or {}, where)
     config = from_mapping(cls, data, where)
     check_finite(config, where)
     return config
@@ -220,3 +284,116 @@ def to_plain(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [to_plain(v) for v in obj]
     return obj
+
+
+# ----------------------------------------------------------------------------- the data
+@dataclass
+class DataConfig:
+    """The data a run trains on: the ``data`` section of every run configuration (``gtn-nas
+    run``'s, ``train-teacher``'s, ``distill``'s), its flags ``--data``, ``--data-root``,
+    ``--data-option``, ``--download``, ``--image-size``, ``--limit``.
+
+    ``name`` is a registered dataset (``gtn-nas list datasets``), ``root`` its folder,
+    ``options`` its own extras (e.g. ``synthetic``'s ``num_classes``, or ``val_fraction``),
+    ``download`` lets torchvision fetch a missing one, ``image_size`` resizes its images and
+    ``limit`` keeps that many training images (seeded, stratified). In YAML, ``data: NAME`` is
+    short for ``data: {name: NAME}``.
+
+    Example:
+        >>> splits = DataConfig("digits", limit=300).load(seed=0)
+        >>> len(splits.train), splits.image_size
+        (300, 8)
+    """
+
+    name: str = field(default="digits", metadata={
+        "flag": "--data", "help": "dataset (default: {default}; also fashion-mnist, cifar100, "
+                                  "imagefolder, synthetic: `gtn-nas list datasets`)"})
+    root: str | None = field(default=None, metadata={
+        "flag": "--data-root", "help": "dataset folder (default: Debian's package for "
+                                       "fashion-mnist, else $XDG_CACHE_HOME/gtn-nas/data)"})
+    options: dict[str, Any] = field(default_factory=dict, metadata={
+        "flag": "--data-option", "help": "dataset option (e.g. num_classes=5 for synthetic, "
+                                         "val_fraction=0.2); repeatable"})
+    download: bool = field(default=False, metadata={
+        "help": "fetch a missing fashion-mnist or cifar100 with torchvision into --data-root "
+                "or $XDG_CACHE_HOME/gtn-nas/data (needs internet)"})
+    image_size: int | None = field(default=None, metadata={
+        "help": "resize images to this size (default: their own)"})
+    limit: int | None = field(default=None, metadata={
+        "help": "use at most this many training images (default: all)"})
+
+    def load(self, seed: int = 0, *, augment: bool = True):
+        """The seeded train/val/test splits (:func:`gtn_nas.data.load_dataset`; ``augment``:
+        random crops and flips on the train split).
+
+        Raises:
+            ConfigError, DataError: an unknown dataset or option, missing data.
+        """
+        from gtn_nas.data import load_dataset
+
+        return load_dataset(self.name, root=self.root, image_size=self.image_size, seed=seed,
+                            limit=self.limit, augment=augment, download=self.download,
+                            **self.options)
+
+
+_FLAT_DATA_KEYS = {"data_root": "root", "data_options": "options", "download": "download",
+                   "image_size": "image_size", "limit": "limit"}
+"""Flat key of a run configuration before the ``data`` section -> its key in the section."""
+
+
+def upgrade_data_keys(data: Mapping[str, Any], where: str = "config") -> dict[str, Any]:
+    """A run configuration's mapping with its data keys in the ``data`` section (each run
+    configuration's ``upgrade_keys``): ``data: NAME`` becomes ``data: {name: NAME}``, and the
+    flat keys of files written before the section existed (``data_root``, ``data_options``,
+    ``download``, ``image_size``, ``limit`` beside ``data``) move into it.
+
+    Raises:
+        ConfigError: a flat key and its ``data.*`` key both given.
+
+    Example:
+        >>> upgrade_data_keys({"data": "digits", "limit": 300, "seed": 0})
+        {'data': {'name': 'digits', 'limit': 300}, 'seed': 0}
+    """
+    data = dict(data)
+    section = data.get("data")
+    if isinstance(section, str):
+        section = {"name": section}
+    moved = {new: (old, data.pop(old)) for old, new in _FLAT_DATA_KEYS.items() if old in data}
+    if moved:
+        section = {} if section is None else section
+        if not isinstance(section, Mapping):
+            raise ConfigError(f"{where}: data: expected a dataset name or a mapping, got "
+                              f"{section!r}")
+        for new, (old, _) in moved.items():
+            if new in section:
+                raise ConfigError(f"{where}: {old} and data.{new} are the same option; "
+                                  f"give data.{new} only")
+        section = {**section, **{new: value for new, (_, value) in moved.items()}}
+    if section is not None:
+        data["data"] = section
+    return data
+
+
+def flat_data_keys(value: Any) -> Any:
+    """``value`` (plain, as :func:`to_plain` returns) with every ``data`` section written as
+    the flat keys that came before it (``data: NAME``, ``data_root``, ``data_options``,
+    ``download``, ``image_size``, ``limit``): run identities are digested in that shape, so a
+    run or checkpoint started before the section existed resumes.
+
+    Example:
+        >>> flat_data_keys({"data": {"name": "digits", "root": None, "options": {},
+        ...                          "download": False, "image_size": None, "limit": 300}})
+        {'data': 'digits', 'data_root': None, 'data_options': {}, 'download': False, \
+'image_size': None, 'limit': 300}
+    """
+    if isinstance(value, list):
+        return [flat_data_keys(item) for item in value]
+    if not isinstance(value, Mapping):
+        return value
+    out = {key: flat_data_keys(item) for key, item in value.items()}
+    section = out.get("data")
+    names = [f.name for f in dataclasses.fields(DataConfig)]
+    if isinstance(section, Mapping) and sorted(section) == sorted(names):
+        flat = {old: section[new] for old, new in _FLAT_DATA_KEYS.items()}
+        out = {**{k: v for k, v in out.items() if k != "data"}, "data": section["name"], **flat}
+    return out

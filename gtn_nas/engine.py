@@ -40,7 +40,7 @@ from torch import nn
 from torch.autograd.profiler import record_function
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from gtn_nas.config import to_plain
+from gtn_nas.config import flat_data_keys, to_plain
 from gtn_nas.errors import ConfigError
 from gtn_nas.fileio import atomic_torch_save, load_checkpoint, remove_stale_temporaries
 from gtn_nas.locks import folder_lock
@@ -234,8 +234,9 @@ def seed_everything(seed: int) -> None:
 
 def config_digest(record: Mapping[str, Any]) -> str:
     """A stable digest of a resolved configuration (what a resumed run must match); unset
-    milestones count as what they mean (:func:`_milestones_as_meant`)."""
-    plain = _milestones_as_meant(to_plain(record))
+    milestones count as what they mean (:func:`_milestones_as_meant`), a ``data`` section as
+    the flat keys before it (:func:`gtn_nas.config.flat_data_keys`)."""
+    plain = _milestones_as_meant(flat_data_keys(to_plain(record)))
     return hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -12,6 +12,7 @@ from torch import nn
 
 from gtn_nas.cli import main
 from gtn_nas.distill.distillers import build_distiller, student_features
+from gtn_nas.config import DataConfig
 from gtn_nas.distill.jobs import DistillRunConfig, distill, read_result
 from gtn_nas.engine import TrainConfig
 from gtn_nas.errors import ConfigError
@@ -193,15 +194,15 @@ def teacher_file(tmp_path_factory):
     from gtn_nas.teacher.train import TeacherRunConfig, train_teacher
 
     folder = tmp_path_factory.mktemp("teacher")
-    config = TeacherRunConfig(method="standard", teacher="tiny", data="digits",
+    config = TeacherRunConfig(method="standard", teacher="tiny", data=DataConfig("digits"),
                               train=TrainConfig(epochs=2, progress=False, schedule="constant"))
     return train_teacher(config, folder / "run").teacher_path
 
 
-def _config(teacher, **kw):
+def _config(teacher, data: DataConfig | None = None, **kw):
     train = TrainConfig(epochs=2, progress=False, max_steps_per_epoch=4, batch_size=32)
-    base = dict(teacher=str(teacher), students=("s_nas_s",), method="kd", data="digits",
-                limit=400, train=train)
+    base = dict(teacher=str(teacher), students=("s_nas_s",), method="kd",
+                data=data or DataConfig("digits", limit=400), train=train)
     base.update(kw)
     return DistillRunConfig(**base)
 
@@ -477,9 +478,9 @@ def test_labelled_runs_train_baselines_on_the_labels_and_kd_on_every_image(teach
                                                                            tmp_path, capsys):
     from gtn_nas.distill.jobs import load_splits
 
-    kd = _config(teacher_file, labelled=100, limit=400)
+    kd = _config(teacher_file, labelled=100)
     assert len(load_splits(kd).train) == 400 and load_splits(kd).train.num_labelled == 100
-    alone = _config(None, method="none", labelled=100, limit=400)
+    alone = _config(None, method="none", labelled=100)
     assert len(load_splits(alone).train) == 100
     distill(kd, tmp_path / "kd")  # trains: train/acc is over the labelled items only
     history = [json.loads(line) for line in
@@ -489,7 +490,7 @@ def test_labelled_runs_train_baselines_on_the_labels_and_kd_on_every_image(teach
                          (dict(labelled=400), "must be below --limit"),
                          (dict(labelled=0), "--labelled must be a positive")):
         with pytest.raises(ConfigError, match=message):
-            _config(teacher_file, **{"labelled": 100, "limit": 400, **bad}).validate()
+            _config(teacher_file, **{"labelled": 100, **bad}).validate()
 
 
 def test_labelled_is_refused_on_datasets_read_from_files(tmp_path):
@@ -499,8 +500,8 @@ def test_labelled_is_refused_on_datasets_read_from_files(tmp_path):
     from gtn_nas.distill.jobs import load_splits
 
     image_tree(tmp_path / "images", {"train": 8, "val": 2})
-    config = _config(None, data="imagefolder", data_root=str(tmp_path / "images"), limit=12,
-                     labelled=6, image_size=8)
+    config = _config(None, data=DataConfig("imagefolder", root=str(tmp_path / "images"),
+                                           limit=12, image_size=8), labelled=6)
     with pytest.raises(ConfigError, match="--labelled needs an in-memory dataset"):
         load_splits(config)
 

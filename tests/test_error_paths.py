@@ -58,6 +58,7 @@ def _immutable_folder(path: Path) -> Path | None:
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     """The inputs the cases name: teachers, a GTN run, a student, data folders, a profile."""
+    from gtn_nas.config import DataConfig
     from gtn_nas.engine import TrainConfig
     from gtn_nas.space.plugins import build_space
     from gtn_nas.space.students import save_student
@@ -75,7 +76,8 @@ def files(tmp_path_factory):
     torch.save(build_teacher("tiny", num_classes=5).state_dict(), root / "w5.pt")
     made["w5"] = root / "w5.pt"
     made["gtn"] = train_teacher(TeacherRunConfig(
-        teacher="tiny", data="digits", limit=300, eval_paths=1, eval_recalibration_batches=0,
+        teacher="tiny", data=DataConfig("digits", limit=300), eval_paths=1,
+        eval_recalibration_batches=0,
         train=TrainConfig(epochs=1, max_steps_per_epoch=1, batch_size=32, progress=False)),
         root / "gtn").teacher_path
     space = build_space("resnet_supernet", num_classes=10, input_size=8, width_mult=0.25)

@@ -313,7 +313,8 @@ def test_a_warmup_teacher_trains_its_pretraining_then_gtn_from_its_weights(tmp_p
     import torch
     import yaml
 
-    base = {"method": "standard", "teacher": "tiny", "data": "digits", "space": "resnet_supernet",
+    base = {"method": "standard", "teacher": "tiny", "data": {"name": "digits"},
+            "space": "resnet_supernet",
             "width_mult": 0.25}
     task = {"name": "gtn-warmup", "kind": "teacher", "dir": str(tmp_path / "teachers" / "gtn-warmup"),
             "epochs": 2, "lr": 0.01, "batch_size": 64,

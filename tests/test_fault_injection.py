@@ -36,7 +36,7 @@ TEACHER = ["--method", "standard", "--teacher", "tiny", "--data", "digits", "--l
 DISTILL_ARGS = ["--students", "s_nas_s", "--data", "digits", "--limit", "300", "--epochs", "2",
                 "--max-steps-per-epoch", "3", "--batch-size", "32"]
 # tests/test_pipeline.py's TINY run without the baseline: GTN teacher, search, KD, export.
-RUN = {"data": "digits", "limit": 300, "seed": 0,
+RUN = {"data": {"name": "digits", "limit": 300}, "seed": 0,
        "teacher": {"teacher": "tiny", "train": {"epochs": 1, "max_steps_per_epoch": 3,
                                                 "batch_size": 32}},
        "search": {"budget_evals": 6},
@@ -132,13 +132,15 @@ def test_gtn_branch_metrics_survive_a_resume_with_short_epochs(tmp_path):
     batches): epoch 2's validation record must equal the uninterrupted run's (the harness
     found it with 3 steps per epoch)."""
     from gtn_nas.engine import TrainConfig
+    from gtn_nas.config import DataConfig
     from gtn_nas.teacher.train import TeacherRunConfig, train_teacher
 
     class Killed(Exception):
         pass
 
     def config():
-        return TeacherRunConfig(teacher="tiny", data="digits", limit=300, eval_paths=1,
+        return TeacherRunConfig(teacher="tiny", data=DataConfig("digits", limit=300),
+                                eval_paths=1,
                                 train=TrainConfig(epochs=2, max_steps_per_epoch=1,
                                                   batch_size=32, progress=False))
 

@@ -12,7 +12,7 @@ import yaml
 from gtn_nas.cli import main
 
 TINY = {
-    "data": "digits", "limit": 300, "seed": 0,
+    "data": {"name": "digits", "limit": 300}, "seed": 0,
     "teacher": {"teacher": "tiny", "train": {"epochs": 2, "max_steps_per_epoch": 3,
                                              "batch_size": 32},
                 "pretrain_train": {"epochs": 1, "max_steps_per_epoch": 3, "batch_size": 32}},
@@ -112,7 +112,12 @@ def test_run_end_to_end_produces_every_artifact_its_report_names(capsys, tmp_pat
     ({"teacher": {"options": {"data": "x"}}}, "unknown teacher-training option 'data'"),
     ({"distill": {"train": {"devices": 2}}}, "distill.train.devices 2: gtn-nas run trains in"),
     ({"distill": {"method": "dkd", "labelled": 250}}, "method dkd needs every image's label"),
-    ({"limit": 300, "distill": {"labelled": 300}}, "distill.labelled 300 must be below limit 300"),
+    ({"data": {"limit": 300}, "distill": {"labelled": 300}},
+     "distill.labelled 300 must be below data.limit 300"),
+    ({"limit": 300, "distill": {"labelled": 300}},  # a file from before the data section
+     "distill.labelled 300 must be below data.limit 300"),
+    ({"limit": 300, "data": {"limit": 200}}, "limit and data.limit are the same option"),
+    ({"data": {"name": "digits", "size": 8}}, "data: unknown option 'size'"),
 ])
 def test_bad_run_configs_are_one_line(capsys, tmp_path, config, message):
     path = tmp_path / "bad.yaml"

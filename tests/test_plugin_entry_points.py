@@ -187,7 +187,7 @@ def test_commands_take_a_plugin_by_name_and_a_broken_one_is_one_line(installed, 
                           "--max-steps-per-epoch", "1", "--out", str(tmp_path / "good"))
     assert code == 0, err
     saved = yaml.safe_load((tmp_path / "good" / "config.yaml").read_text())
-    assert (saved["teacher"], saved["data"]) == ("demo_teacher", "demo-data")
+    assert (saved["teacher"], saved["data"]["name"]) == ("demo_teacher", "demo-data")
     code, out, err = _run(capsys, "train-teacher", "--method", "standard", "--teacher",
                           "broken_teacher", "--data", "synthetic", "--epochs", "1",
                           "--out", str(tmp_path / "broken"))

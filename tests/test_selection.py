@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from gtn_nas.config import DataConfig
 from gtn_nas.distill.jobs import DistillRunConfig
 from gtn_nas.engine import TrainConfig
 from gtn_nas.errors import ConfigError
@@ -46,7 +47,7 @@ def _candidates(space, count, latency=lambda i: 1.0):
 
 
 def _recipe():
-    return DistillRunConfig(method="none", students=("search",), data="digits",
+    return DistillRunConfig(method="none", students=("search",), data=DataConfig("digits"),
                             train=TrainConfig(epochs=EPOCHS, schedule="cosine", progress=False))
 
 

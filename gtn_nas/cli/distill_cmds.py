@@ -27,9 +27,10 @@ def cmd_distill(args: argparse.Namespace) -> int:
     from gtn_nas.distill.jobs import DistillRunConfig, distill, parse_shard
 
     refuse_untrusted_config_space(args.config, args.space)
-    run = {k: getattr(args, k) for k in ("teacher", "method", "teacher_mode", "data",
-                                         "data_root", "image_size", "limit", "space",
+    run = {k: getattr(args, k) for k in ("teacher", "method", "teacher_mode", "space",
                                          "width_mult", "baseline", "labelled")}
+    run["data"] = {"name": args.data, "root": args.data_root, "image_size": args.image_size,
+                   "limit": args.limit}
     if args.students:
         run["students"] = list(args.students)
     if args.seeds is not None:
@@ -37,14 +38,14 @@ def cmd_distill(args: argparse.Namespace) -> int:
     if args.option:
         run["method_options"] = key_values(args.option, "--option")
     if args.data_option:
-        run["data_options"] = key_values(args.data_option, "--data-option")
+        run["data"]["options"] = key_values(args.data_option, "--data-option")
     if args.download:
-        run["download"] = True
+        run["data"]["download"] = True
     if args.no_export:
         run["export"] = False
     config = load_config(DistillRunConfig, args.config, run)
     if args.on_bad_image:  # files read during training (imagefolder)
-        config.data_options = {**config.data_options, "on_bad_image": args.on_bad_image}
+        config.data.options = {**config.data.options, "on_bad_image": args.on_bad_image}
     train = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "schedule",
                                            "accelerator", "devices", "strategy", "precision",
                                            "max_steps_per_epoch", "num_workers", "grad_clip",
@@ -53,7 +54,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
     if train:
         config.train = load_config(type(config.train), None, {**to_plain(config.train), **train})
     shard = parse_shard(args.shard)
-    path = args.out or f"runs/distill-{config.method}-{config.data}"
+    path = args.out or f"runs/distill-{config.method}-{config.data.name}"
 
     def epoch(record: dict) -> None:
         val = record.get("val/acc")

@@ -10,6 +10,7 @@ from gtn_nas.cli.common import out, val_accuracies
 
 def cmd_run(args: argparse.Namespace) -> int:
     from gtn_nas.cli.distill_cmds import parse_seeds
+    from gtn_nas.config import NULL
     from gtn_nas.run.config import load_run_config
     from gtn_nas.run.pipeline import run_pipeline
 
@@ -21,7 +22,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         teacher = data.get("teacher") if isinstance(data, dict) else None
         space_spec_of_file(teacher if isinstance(teacher, dict) else {}, args.config,
                            trusted=args.space)
-    overrides = {"data": args.data, "data_root": args.data_root, "seed": args.seed,
+    overrides = {"data.name": args.data, "data.root": args.data_root, "seed": args.seed,
                  "teacher.train.epochs": args.teacher_epochs, "teacher.sampler": args.sampler,
                  "teacher.space": args.space,
                  "search.budget_evals": args.budget_evals,
@@ -30,9 +31,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                  "distill.train.epochs": args.student_epochs,
                  "distill.seeds": list(parse_seeds(args.seeds)) if args.seeds else None}
     if args.labelled is not None:
-        overrides["distill.labelled"] = None if args.labelled == "all" else _count(args.labelled)
+        overrides["distill.labelled"] = NULL if args.labelled == "all" else _count(args.labelled)
     if args.download:
-        overrides["download"] = True
+        overrides["data.download"] = True
     config = load_run_config(args.config, overrides)
     path = args.out or time.strftime("runs/run-%Y%m%d-%H%M%S")
 

@@ -86,11 +86,9 @@ def _search_space(args: argparse.Namespace, profile):
     if args.teacher:
         space, data = teacher_run_space_and_data(args.teacher, args.space)
     elif args.data:
-        from gtn_nas.data import load_dataset
         from gtn_nas.space.plugins import DEFAULT_SPACE, build_space
 
-        data = load_dataset(args.data, root=args.data_root, image_size=args.image_size,
-                            limit=args.limit, augment=False, seed=args.seed)
+        data = _data(args).load(seed=args.seed, augment=False)
         options = {"num_classes": data.num_classes, "in_channels": data.in_channels,
                    "input_size": data.image_size, "width_mult": 0.25, **space_options(args)}
         space = build_space(args.space or DEFAULT_SPACE, **options)
@@ -113,18 +111,23 @@ def _recipe(args: argparse.Namespace):
     from gtn_nas.distill.jobs import DistillRunConfig
     from gtn_nas.engine import TrainConfig
 
-    data = {"data": args.data, "data_root": args.data_root, "image_size": args.image_size,
-            "limit": args.limit, "data_options": {}}
+    data = _data(args)
     if args.teacher:
         from gtn_nas.config import load_config
         from gtn_nas.teacher.train import TeacherRunConfig
 
-        run = load_config(TeacherRunConfig, Path(args.teacher).parent / "config.yaml").resolved()
-        data = {"data": run.data, "data_root": run.data_root, "image_size": run.image_size,
-                "limit": run.limit, "data_options": dict(run.data_options)}
+        data = load_config(TeacherRunConfig, Path(args.teacher).parent / "config.yaml").data
     return DistillRunConfig(method="none", students=("search",), seeds=(args.seed,),
                             train=TrainConfig(epochs=args.epochs, schedule="cosine",
-                                              progress=False), **data)
+                                              progress=False), data=data)
+
+
+def _data(args: argparse.Namespace):
+    """The students' data of ``--data`` and the flags beside it."""
+    from gtn_nas.config import DataConfig
+
+    return DataConfig(name=args.data, root=args.data_root, image_size=args.image_size,
+                      limit=args.limit)
 
 
 def _print_picks(result, paths, prefix: str = "  ") -> None:

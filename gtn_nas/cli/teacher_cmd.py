@@ -31,25 +31,27 @@ def cmd_train_teacher(args: argparse.Namespace) -> int:
     train["milestones"] = args.milestones
     train = {k: v for k, v in train.items() if v is not None}
     run = {k: getattr(args, k) for k in (
-        "method", "teacher", "data", "data_root", "image_size", "limit", "space", "width_mult",
+        "method", "teacher", "space", "width_mult",
         "student", "sampler", "alpha", "warmup_epochs", "teacher_weights",
         "cost_target_mflops", "arch_lr", "entropy_weight", "path_prior", "full_branch",
         "sandwich", "inplace_distill", "eval_paths", "eval_recalibration_batches",
         "eval_paths_every")}
+    run["data"] = {"name": args.data, "root": args.data_root, "image_size": args.image_size,
+                   "limit": args.limit}
     if args.pretrained:
         run["pretrained"] = True
     if args.download:
-        run["download"] = True
+        run["data"]["download"] = True
     if args.teacher_option:
         run["teacher_options"] = key_values(args.teacher_option, "--teacher-option")
     if args.data_option:
-        run["data_options"] = key_values(args.data_option, "--data-option")
+        run["data"]["options"] = key_values(args.data_option, "--data-option")
     config = load_config(TeacherRunConfig, args.config, run)
     if args.on_bad_image:  # files read during training (imagefolder)
-        config.data_options = {**config.data_options, "on_bad_image": args.on_bad_image}
+        config.data.options = {**config.data.options, "on_bad_image": args.on_bad_image}
     if train:
         config.train = load_config(type(config.train), None, {**to_plain(config.train), **train})
-    path = args.out or f"runs/{config.method}-{config.teacher}-{config.data}"
+    path = args.out or f"runs/{config.method}-{config.teacher}-{config.data.name}"
 
     def report(record: dict) -> None:
         out(f"epoch {record['epoch']}: loss={record.get('train/loss', float('nan')):.4f}  "

@@ -34,8 +34,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from gtn_nas.method import TrainingMethod
-from gtn_nas.config import to_plain
-from gtn_nas.data import DataSplits, load_dataset
+from gtn_nas.config import DataConfig, to_plain, upgrade_data_keys
+from gtn_nas.data import DataSplits
 from gtn_nas.distill.distillers import (DISTILLERS, TEACHERLESS, UNLABELLED_IMAGES, build_distiller,
                              copy_student_state)
 from gtn_nas.engine import TrainConfig, fit
@@ -64,12 +64,7 @@ class DistillRunConfig:
     method: str = "kd"
     method_options: dict[str, Any] = field(default_factory=dict)
     teacher_mode: Literal["eval", "train"] = "eval"
-    data: str = "digits"
-    data_root: str | None = None
-    data_options: dict[str, Any] = field(default_factory=dict)
-    download: bool = False
-    image_size: int | None = None
-    limit: int | None = None
+    data: DataConfig = field(default_factory=DataConfig)
     labelled: int | None = None
     space: str | None = None
     width_mult: float = 0.25
@@ -78,6 +73,8 @@ class DistillRunConfig:
     export: bool = True
     opset: int = 17
     train: TrainConfig = field(default_factory=student_recipe)
+
+    upgrade_keys = staticmethod(upgrade_data_keys)  # files before the data section
 
     def validate(self) -> None:
         self.train.validate()
@@ -94,9 +91,9 @@ class DistillRunConfig:
                     or self.labelled < 1:
                 raise ConfigError(f"--labelled must be a positive number of images, got "
                                   f"{self.labelled!r}")
-            if self.limit is not None and self.labelled >= self.limit:
+            if self.data.limit is not None and self.labelled >= self.data.limit:
                 raise ConfigError(f"--labelled {self.labelled} must be below --limit "
-                                  f"{self.limit} (the rest are the unlabelled images)")
+                                  f"{self.data.limit} (the rest are the unlabelled images)")
             if self.method not in (*TEACHERLESS, *UNLABELLED_IMAGES):
                 raise ConfigError(f"method {self.method} needs every image's label; with "
                                   f"--labelled use {', '.join(UNLABELLED_IMAGES)} (or "
@@ -281,9 +278,9 @@ def run_job(config: DistillRunConfig, spec: StudentSpec, seed: int, splits: Data
     best = spec.space.freeze(spec.sample)
     best.load_state_dict(method.best_state if method.best_state is not None
                          else last.state_dict())
-    data_info = {"name": config.data, "root": config.data_root, "image_size": splits.image_size,
-                 "seed": seed, "limit": config.limit, "labelled": config.labelled,
-                 "options": dict(config.data_options)}
+    data_info = {"name": config.data.name, "root": config.data.root,
+                 "image_size": splits.image_size, "seed": seed, "limit": config.data.limit,
+                 "labelled": config.labelled, "options": dict(config.data.options)}
     test_last = accuracy(last, splits.test)
     # the best epoch's weights are the last ones when the last epoch validated best
     same = method.best_state is None or method.best_epoch == len(result.history)
@@ -304,7 +301,7 @@ def run_job(config: DistillRunConfig, spec: StudentSpec, seed: int, splits: Data
     if config.export:
         report = export_and_check(last.eval(), run_dir / "student.onnx",
                                   first_batch(splits.test), opset=config.opset,
-                                  parity_inputs=f"{config.data} test images")
+                                  parity_inputs=f"{config.data.name} test images")
         record["export"] = report.to_json()
         record["export"]["onnx"] = "student.onnx"
     try:
@@ -336,17 +333,15 @@ def load_splits(config: DistillRunConfig, seed: int = 0) -> DataSplits:
     import dataclasses
 
     def load(limit: int | None) -> DataSplits:
-        return load_dataset(config.data, root=config.data_root, image_size=config.image_size,
-                            seed=seed, limit=limit, download=config.download,
-                            **config.data_options)
+        return dataclasses.replace(config.data, limit=limit).load(seed=seed)
 
     if config.labelled is None:
-        return load(config.limit)
+        return load(config.data.limit)
     if config.method in TEACHERLESS:
         return load(config.labelled)
     from gtn_nas.distill.partial_labels import partially_labelled
 
-    splits = load(config.limit)
+    splits = load(config.data.limit)
     return dataclasses.replace(splits, train=partially_labelled(splits.train,
                                                                 load(config.labelled).train))
 
@@ -465,9 +460,9 @@ def _follow_launcher(job_dir: str, jobs, config: DistillRunConfig, splits, teach
 def _data_key(config: DistillRunConfig) -> dict[str, Any]:
     """What decides the splits and their normalisation (the teacher's cached accuracy and the
     guard's comparison hold for these only)."""
-    return {"data": config.data, "root": config.data_root, "image_size": config.image_size,
-            "limit": config.limit, "labelled": config.labelled,
-            "options": to_plain(config.data_options)}
+    data = config.data
+    return {"data": data.name, "root": data.root, "image_size": data.image_size,
+            "limit": data.limit, "labelled": config.labelled, "options": to_plain(data.options)}
 
 
 def _teacher_accuracy(out: Path, teacher: nn.Module, digest: str | None,

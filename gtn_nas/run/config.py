@@ -8,7 +8,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from gtn_nas.config import check_finite, from_mapping, read_yaml
+from gtn_nas.config import (DataConfig, check_finite, from_mapping, merge_overrides,
+                            read_yaml, upgrade_data_keys)
 from gtn_nas.engine import TrainConfig
 from gtn_nas.errors import ConfigError
 from gtn_nas.search.selection import HalvingConfig
@@ -110,16 +111,13 @@ class DistillStage:
 class RunConfig:
     """Every stage's settings: what ``--config FILE.yaml`` holds (``examples/configs/``)."""
 
-    data: str = "digits"
-    data_root: str | None = None
-    data_options: dict[str, Any] = field(default_factory=dict)
-    download: bool = False
-    image_size: int | None = None
-    limit: int | None = None
+    data: DataConfig = field(default_factory=DataConfig)
     seed: int = 0
     teacher: TeacherStage = field(default_factory=TeacherStage)
     search: SearchStage = field(default_factory=SearchStage)
     distill: DistillStage = field(default_factory=DistillStage)
+
+    upgrade_keys = staticmethod(upgrade_data_keys)  # files before the data section
 
     def validate(self) -> None:
         if not self.search.hw:
@@ -155,9 +153,10 @@ class RunConfig:
                 raise ConfigError(f"distill.labelled {labelled}: method {self.distill.method} "
                                   f"needs every image's label; set distill.labelled: null "
                                   f"(--labelled all) or use {', '.join(UNLABELLED_IMAGES)}")
-            if self.limit is not None and labelled >= self.limit:
-                raise ConfigError(f"distill.labelled {labelled} must be below limit "
-                                  f"{self.limit} (the rest are the students' unlabelled images)")
+            if self.data.limit is not None and labelled >= self.data.limit:
+                raise ConfigError(f"distill.labelled {labelled} must be below data.limit "
+                                  f"{self.data.limit} (the rest are the students' unlabelled "
+                                  f"images)")
         for name in self.distill.baselines:
             if name not in TEACHERLESS:
                 raise ConfigError(f"distill.baselines: '{name}' is not a teacherless method "
@@ -195,8 +194,10 @@ class RunConfig:
 
 def load_run_config(path: str | os.PathLike | None, overrides: dict[str, Any] | None = None
                     ) -> RunConfig:
-    """A :class:`RunConfig` from a YAML file (sections ``teacher``, ``search``, ``distill``)
-    with ``overrides`` (dotted keys such as ``"teacher.train.epochs"``) applied on top."""
+    """A :class:`RunConfig` from a YAML file (sections ``data``, ``teacher``, ``search``,
+    ``distill``; the flat data keys of older files are read into ``data``) with ``overrides``
+    (dotted keys such as ``"teacher.train.epochs"`` or ``"data.limit"``; None values skipped,
+    :data:`gtn_nas.config.NULL` sets null) applied on top."""
     data: dict[str, Any] = {}
     where = "run config"
     if path is not None:
@@ -205,16 +206,16 @@ def load_run_config(path: str | os.PathLike | None, overrides: dict[str, Any] | 
             raise ConfigError(f"{path}: expected a mapping of options")
         data = dict(loaded or {})
         where = str(path)
+    nested: dict[str, Any] = {}
     for dotted, value in (overrides or {}).items():
-        if value is None:
-            continue
-        node = data
+        node = nested
         *parents, last = dotted.split(".")
         for key in parents:
             node = node.setdefault(key, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"{where}: {key} must be a mapping")
+                raise ConfigError(f"overrides: {key} is given both as a value and as a section")
         node[last] = value
+    data = merge_overrides(RunConfig, data, nested, where)
     config = from_mapping(RunConfig, data, where)
     check_finite(config, where)
     config.validate()

@@ -120,9 +120,7 @@ def teacher_stage(config: RunConfig, run_dir: Path, resume: bool,
         if key not in known or key in ("data", "train", "warmup_epochs", "teacher_weights"):
             raise ConfigError(f"teacher.options: unknown teacher-training option '{key}'")
     common = {"teacher": stage.teacher, "teacher_options": stage.teacher_options,
-              "data": config.data, "data_root": config.data_root,
-              "data_options": config.data_options, "download": config.download,
-              "image_size": config.image_size, "limit": config.limit, "space": stage.space,
+              "data": dataclasses.replace(config.data), "space": stage.space,
               "width_mult": stage.width_mult}
     folder = run_dir / "teacher"
     record: dict[str, Any] = {"method": stage.method, "sampler": stage.sampler}
@@ -162,16 +160,13 @@ def search_stage(config: RunConfig, run_dir: Path, teacher_path: Path,
     budgets from each device, proposals ranked by ``search.score``, picks chosen by trained
     accuracy (``search.select``; the trials are the distill stage's ``none`` jobs, so the
     picks' finished trials are reused there), each pick re-measured here against its budget."""
-    from gtn_nas.data import load_dataset
     from gtn_nas.hardware.profiles import load_profile
     from gtn_nas.search.devices import search_devices, selection_summary
     from gtn_nas.search.report import save_search
     from gtn_nas.search.scoring import search_scorer
     from gtn_nas.space.plugins import build_space
 
-    splits = load_dataset(config.data, root=config.data_root, image_size=config.image_size,
-                          seed=config.seed, limit=config.limit, augment=False,
-                          download=config.download, **config.data_options)
+    splits = config.data.load(seed=config.seed, augment=False)
     space = build_space(config.teacher.space, num_classes=splits.num_classes,
                         in_channels=splits.in_channels, input_size=splits.image_size,
                         width_mult=config.teacher.width_mult)
@@ -222,10 +217,8 @@ def distill_config(config: RunConfig, method: str, teacher_path: Path | None,
         students=(str(students),), method=method,
         method_options=dict(stage.baseline_options.get(method, {}) if teacherless
                             else {**stage.recipes.get(method, {}), **stage.options}),
-        data=config.data, data_root=config.data_root, data_options=config.data_options,
-        download=config.download, image_size=config.image_size, limit=config.limit,
-        labelled=stage.labelled, seeds=tuple(stage.seeds),
-        train=dataclasses.replace(stage.train))
+        data=dataclasses.replace(config.data), labelled=stage.labelled,
+        seeds=tuple(stage.seeds), train=dataclasses.replace(stage.train))
 
 
 def reuse_search_trials(config: RunConfig, run_dir: Path, search: dict[str, Any],
@@ -368,7 +361,7 @@ def _run_pipeline(config: RunConfig, out_dir: str | os.PathLike, *, resume: bool
         pre = (f"{stage.pretrain_train.epochs} epochs standard pre-training, then "
                if stage.pretrain and stage.method != "standard" else "")
         warm = stage.resolved_warmup()
-        say(f"1/5 teacher: {stage.teacher} on {config.data}, {pre}{stage.method} "
+        say(f"1/5 teacher: {stage.teacher} on {config.data.name}, {pre}{stage.method} "
             f"{stage.train.epochs} epochs"
             f"{f' (the first {warm} with the teacher frozen)' if warm else ''}")
         state.finish("teacher", teacher_stage(config, run_dir, resume, on_epoch_end))

@@ -162,6 +162,13 @@ def _acc(row: dict[str, Any] | None) -> str:
     return f"{row['test_acc_best_mean'] * 100:.1f} ± {row['test_acc_best_std'] * 100:.1f}"
 
 
+def _data_name(config: dict[str, Any]) -> Any:
+    """The dataset of a run's recorded config: its ``data`` section's name (``data`` itself in
+    a run recorded before the section existed)."""
+    data = config.get("data")
+    return data.get("name") if isinstance(data, dict) else data
+
+
 def write_report(run_dir: Path, state: dict[str, Any]) -> tuple[Path, list[dict[str, Any]]]:
     """Writes ``report.md`` (and ``distill_curves.png``); returns its path and the students'
     rows."""
@@ -172,7 +179,7 @@ def write_report(run_dir: Path, state: dict[str, Any]) -> tuple[Path, list[dict[
     distill = stages.get("distill") or {}
     methods = list((distill.get("methods") or {}).keys())
     lines = [f"# gtn-nas run: {run_dir.name}", "",
-             f"Data: **{config.get('data')}**, seed {config.get('seed')}. Stages finished: "
+             f"Data: **{_data_name(config)}**, seed {config.get('seed')}. Stages finished: "
              f"{', '.join(s for s in ('teacher', 'search', 'distill', 'deploy') if s in stages) or 'none'}."
              , ""]
 

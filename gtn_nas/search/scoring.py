@@ -457,7 +457,6 @@ def _gtn_run(teacher_path, space_override: str | None):
     from pathlib import Path
 
     from gtn_nas.config import load_config
-    from gtn_nas.data import load_dataset
     from gtn_nas.fileio import load_checkpoint
     from gtn_nas.space.plugins import build_space, is_file_spec
     from gtn_nas.teacher.train import TeacherRunConfig
@@ -478,7 +477,5 @@ def _gtn_run(teacher_path, space_override: str | None):
     if space_override is not None and space_override != spec and not is_file_spec(spec):
         raise ConfigError(f"--space {space_override} does not match the teacher's space {spec}")
     run = load_config(TeacherRunConfig, run_dir / "config.yaml").resolved()
-    splits = load_dataset(run.data, root=run.data_root, image_size=run.image_size,
-                          seed=run.train.seed, limit=run.limit, augment=False,
-                          **run.data_options)
+    splits = run.data.load(seed=run.train.seed, augment=False)
     return branches_path, payload, build_space(spec, **options), splits

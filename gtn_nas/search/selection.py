@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from gtn_nas.config import to_plain
+from gtn_nas.config import flat_data_keys, to_plain
 from gtn_nas.errors import ConfigError
 from gtn_nas.search.trials import (STORAGE_NAME, _drain, _history, _load_study,
                                    _run_workers, _trial_line, open_storage, trial_dir)
@@ -309,7 +309,10 @@ def _prepare_study(storage, prefix: str, context: dict[str, Any], keys: list[str
     import optuna
     from optuna.trial import TrialState
 
-    digest = hashlib.sha256(json.dumps(context, sort_keys=True).encode()).hexdigest()[:16]
+    # the recipe's data section digested as the flat keys before it: a search started
+    # before the section existed resumes
+    digest = hashlib.sha256(json.dumps(flat_data_keys(context), sort_keys=True).encode()
+                            ).hexdigest()[:16]
     attempts = sorted(int(name.rsplit("/", 1)[1]) for name in
                       optuna.study.get_all_study_names(storage)
                       if name.rsplit("/", 1)[0] == prefix and name.rsplit("/", 1)[1].isdigit())

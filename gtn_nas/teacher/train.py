@@ -8,7 +8,7 @@ accuracies per epoch; for GTN also the path distribution), and for GTN ``branche
 grafted supernet branches, for scoring paths through the teacher in the search).
 
 Example:
-    >>> config = TeacherRunConfig(method="gtn", teacher="resnet32", data="digits",
+    >>> config = TeacherRunConfig(method="gtn", teacher="resnet32", data=DataConfig("digits"),
     ...                           train=TrainConfig(epochs=3))                 # doctest: +SKIP
     >>> result = train_teacher(config, "runs/gtn")                              # doctest: +SKIP
 """
@@ -25,8 +25,7 @@ from typing import Any, Callable, Literal
 import yaml
 from torch import nn
 
-from gtn_nas.config import to_plain
-from gtn_nas.data import load_dataset
+from gtn_nas.config import DataConfig, to_plain, upgrade_data_keys
 from gtn_nas.engine import FitResult, TrainConfig, fit, seed_everything
 from gtn_nas.errors import ConfigError
 from gtn_nas.fileio import atomic_torch_save, atomic_write_text
@@ -66,12 +65,7 @@ class TeacherRunConfig:
     method: Literal["standard", "sftn", "gtn"] = "gtn"
     teacher: str = "resnet32"
     teacher_options: dict[str, Any] = field(default_factory=dict)
-    data: str = "digits"
-    data_root: str | None = None
-    data_options: dict[str, Any] = field(default_factory=dict)
-    download: bool = False
-    image_size: int | None = None
-    limit: int | None = None
+    data: DataConfig = field(default_factory=DataConfig)
     pretrained: bool = False
     teacher_weights: str | None = None
     space: str = "resnet_supernet"
@@ -95,6 +89,8 @@ class TeacherRunConfig:
     cost_weight: float = 1.0
     train: TrainConfig = field(default_factory=TrainConfig)
 
+    upgrade_keys = staticmethod(upgrade_data_keys)  # files before the data section
+
     def resolved(self) -> "TeacherRunConfig":
         """A copy with defaults that depend on other options filled in.
 
@@ -103,8 +99,8 @@ class TeacherRunConfig:
         **[our reading]** 3 for ``cifar100`` and 1 for every other dataset (on small, short runs
         a weight of 3 ties the teacher to its still-random branches and stalls it).
         """
-        alpha = self.alpha if self.alpha is not None else (3.0 if self.data == "cifar100"
-                                                           else 1.0)
+        alpha = self.alpha if self.alpha is not None else (
+            3.0 if self.data.name == "cifar100" else 1.0)
         full = self.full_branch if self.full_branch is not None else self.sampler != "uniform"
         return dataclasses.replace(self, alpha=alpha, full_branch=full)
 
@@ -219,9 +215,7 @@ def train_teacher(config: TeacherRunConfig, run_dir: str | os.PathLike, *, resum
     config = config.resolved()
     config.validate()
     run_dir = Path(run_dir)
-    splits = load_dataset(config.data, root=config.data_root, image_size=config.image_size,
-                          seed=config.train.seed, limit=config.limit, download=config.download,
-                          **config.data_options)
+    splits = config.data.load(seed=config.train.seed)
     seed_everything(config.train.seed)
     method = build_method(config, splits.num_classes, splits.in_channels, splits.image_size)
     identity = {"run": to_plain(config)}
@@ -234,7 +228,7 @@ def train_teacher(config: TeacherRunConfig, run_dir: str | os.PathLike, *, resum
             identity["run"], sort_keys=False) + _schedule_comment(config.train))
         final = result.history[-1] if result.history else {}
         teacher_path = save_teacher(run_dir / "teacher.pt", method.teacher,
-                                    method=config.method, data=config.data,
+                                    method=config.method, data=config.data.name,
                                     image_size=splits.image_size, metrics=_scalars(final))
         if config.method == "gtn":
             space = method.branches.space[0]
@@ -248,7 +242,7 @@ def train_teacher(config: TeacherRunConfig, run_dir: str | os.PathLike, *, resum
 
             curves_path = plot_training_curves(result.history, run_dir / "curves.png",
                                                title=f"{config.method} teacher "
-                                                     f"({config.teacher}, {config.data})")
+                                                     f"({config.teacher}, {config.data.name})")
         except ImportError as exc:  # matplotlib is a dependency; say so if it went missing
             _log.warning("no curves.png: %s", exc)
     return TeacherRunResult(result, run_dir, teacher_path, curves_path, extra)
