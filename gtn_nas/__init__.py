@@ -10,7 +10,7 @@ imports the module that defines it.
 Example:
     >>> import gtn_nas
     >>> gtn_nas.TrainConfig.__module__, gtn_nas.distill_students.__module__
-    ('gtn_nas.engine', 'gtn_nas.distill.jobs')
+    ('gtn_nas.train_config', 'gtn_nas.distill.jobs')
 """
 
 from __future__ import annotations
@@ -26,14 +26,14 @@ _EXPORTS: dict[str, str] = {
     "build_space": "gtn_nas.space.plugins",
     "load_profile": "gtn_nas.hardware.profiles",
     # the training loop's settings
-    "TrainConfig": "gtn_nas.engine",
+    "TrainConfig": "gtn_nas.train_config",
     # the stages
-    "TeacherRunConfig": "gtn_nas.teacher.train",
+    "TeacherRunConfig": "gtn_nas.teacher.config",
     "train_teacher": "gtn_nas.teacher.train",
     "run_search": "gtn_nas.search.strategy",
     "search_devices": "gtn_nas.search.devices",
     "HalvingConfig": "gtn_nas.search.selection",
-    "DistillRunConfig": "gtn_nas.distill.jobs",
+    "DistillRunConfig": "gtn_nas.distill.config",
     "distill_students": "gtn_nas.distill.jobs:distill",
     "export_student_checkpoint": "gtn_nas.space.export",
     # the whole job

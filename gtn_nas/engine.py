@@ -25,14 +25,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import random
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -46,107 +45,14 @@ from gtn_nas.fileio import atomic_torch_save, load_checkpoint, remove_stale_temp
 from gtn_nas.locks import folder_lock
 from gtn_nas.method import TrainingMethod, evaluate  # noqa: F401 - evaluate: the engine's pass
 from gtn_nas.metrics import RunningMeans, write_metrics
+# the settings live in a torch-free module (the command line builds its flags from them)
+from gtn_nas.train_config import (PAPER_EPOCHS, PAPER_MILESTONES, TrainConfig,  # noqa: F401
+                                  scaled_milestones)
 
 _log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "last.pt"
 CHECKPOINT_FORMAT = "gtn-nas-train/1"
-
-PAPER_EPOCHS, PAPER_MILESTONES = 240, (150, 180, 210)  # the papers' x0.1 steps
-
-
-def scaled_milestones(epochs: int) -> tuple[int, ...]:
-    """The papers' milestones at the same fractions of ``epochs`` (rounded down, >= 1).
-
-    Example:
-        >>> scaled_milestones(240), scaled_milestones(15), scaled_milestones(100)
-        ((150, 180, 210), (9, 11, 13), (62, 75, 87))
-    """
-    return tuple(max(1, epochs * m // PAPER_EPOCHS) for m in PAPER_MILESTONES)
-
-
-@dataclass
-class TrainConfig:
-    """Optimisation and device settings (defaults: the papers' CIFAR recipe, on CPU).
-
-    ``batch_size`` is the global batch, split evenly across ``devices``. ``val_every = k``
-    validates after every k-th epoch and after the last (the records of the other epochs have
-    no ``val/*`` values; best-on-validation is chosen among the validated epochs).
-    ``channels_last`` and ``compile`` are opt-in CPU speed-ups (docs/BENCHMARKS.md, "Training
-    speed"): each changes the numbers in the last bits, so a seeded run is reproduced only
-    with the same settings (and the same thread count).
-
-    ``milestones`` (step schedule, x ``gamma`` after each): None places the papers' 150/180/210
-    of 240 at the same fractions of the run (:func:`scaled_milestones`); explicit ones are kept.
-    """
-
-    epochs: int = 240
-    batch_size: int = 64
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    nesterov: bool = False
-    schedule: Literal["step", "cosine", "constant"] = "step"
-    milestones: tuple[int, ...] | None = None
-    gamma: float = 0.1
-    grad_clip: float | None = None
-    seed: int = 0
-    accelerator: str = "cpu"
-    devices: int = 1
-    strategy: str = "auto"
-    precision: str = "32-true"
-    max_steps_per_epoch: int | None = None
-    eval_batch_size: int = 256
-    val_every: int = 1
-    channels_last: bool = False
-    compile: bool = False
-    num_workers: int = 0
-    progress: bool = True
-    sync_batchnorm: bool = False
-
-    def validate(self) -> None:
-        """Raises ConfigError for values no run can use."""
-        for name in ("lr", "momentum", "weight_decay", "gamma", "grad_clip"):
-            value = getattr(self, name)
-            if value is not None and not math.isfinite(value):
-                raise ConfigError(f"training config: {name} must be a finite number, got "
-                                  f"{value}")
-        checks = [(self.epochs >= 1, "epochs must be >= 1"),
-                  (self.batch_size >= 1, "batch_size must be >= 1"),
-                  (self.lr > 0, "lr must be > 0"),
-                  (self.devices >= 1, "devices must be >= 1"),
-                  (self.batch_size % self.devices == 0,
-                   f"batch_size {self.batch_size} must divide evenly across {self.devices} "
-                   f"devices"),
-                  (self.max_steps_per_epoch is None or self.max_steps_per_epoch >= 1,
-                   "max_steps_per_epoch must be >= 1"),
-                  (self.grad_clip is None or self.grad_clip > 0, "grad_clip must be > 0"),
-                  (not isinstance(self.val_every, bool) and isinstance(self.val_every, int)
-                   and self.val_every >= 1, f"val_every must be an integer >= 1, got "
-                   f"{self.val_every!r}"),
-                  (not self.sync_batchnorm or self.accelerator not in ("cpu",),
-                   "sync_batchnorm needs GPUs (PyTorch's SyncBatchNorm is GPU-only); on CPU "
-                   "batch-norm statistics stay per process")]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(f"training config: {message}")
-        # an error, not a warning lost in a log: a milestone outside the run silently keeps
-        # the learning rate (the 240-epoch recipe's 150/180/210 in a 15-epoch run)
-        if self.schedule != "step" or self.milestones is None or all(
-                type(m) is int and 1 <= m < self.epochs for m in self.milestones):
-            return
-        raise ConfigError(
-            f"training config: milestones {', '.join(map(str, self.milestones))} do not fit a "
-            f"run of {self.epochs} epochs (the step after epoch m acts from epoch m + 1, so "
-            f"each must be in 1..{self.epochs - 1}); leave milestones unset to scale the "
-            f"papers' 150/180/210 of 240 to this run "
-            f"({', '.join(map(str, scaled_milestones(self.epochs)))}), or give --milestones "
-            f"inside the run")
-
-    def resolved_milestones(self) -> tuple[int, ...]:
-        """``milestones``, or when None the papers' fractions of ``epochs``."""
-        return scaled_milestones(self.epochs) if self.milestones is None \
-            else tuple(self.milestones)
 
 
 @dataclass

@@ -107,8 +107,8 @@ def test_gtn_nas_run_labelled_all_reaches_the_pipeline(monkeypatch, capsys, tmp_
 
     monkeypatch.setattr(pipeline, "run_pipeline", fake)
     with pytest.raises(Stop):
-        main(["--debug", "run", "--labelled", "all", "--method", "dkd", "--data-root", str(tmp_path),
-              "--out", str(tmp_path / "r")])
+        main(["--debug", "run", "--labelled", "all", "--method", "dkd", "--data-root",
+              str(tmp_path), "--out", str(tmp_path / "r")])
     config = seen["config"]
     assert config.distill.labelled is None and config.distill.method == "dkd"
     assert config.data == DataConfig("digits", root=str(tmp_path))

@@ -27,18 +27,18 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from gtn_nas.method import TrainingMethod
-from gtn_nas.config import DataConfig, to_plain, upgrade_data_keys
+from gtn_nas.config import to_plain
 from gtn_nas.data import DataSplits
-from gtn_nas.distill.distillers import (DISTILLERS, TEACHERLESS, UNLABELLED_IMAGES, build_distiller,
-                             copy_student_state)
-from gtn_nas.engine import TrainConfig, fit
+from gtn_nas.distill.config import DistillRunConfig, student_recipe  # noqa: F401 - exported
+from gtn_nas.distill.distillers import TEACHERLESS, build_distiller, copy_student_state
+from gtn_nas.engine import fit
 from gtn_nas.errors import ConfigError
 from gtn_nas.distill.specs import StudentSpec, resolve_students
 from gtn_nas.distill.summary import (RESULT_FORMAT, RESULT_NAME, collect_results,  # noqa: F401
@@ -47,60 +47,6 @@ from gtn_nas.fileio import atomic_write_text, remove_stale_temporaries
 from gtn_nas.locks import release, try_lock
 
 _log = logging.getLogger(__name__)
-
-
-def student_recipe() -> TrainConfig:
-    """The GTN supplement's student recipe: SGD lr 0.05, momentum 0.9, wd 5e-4, batch 64,
-    cosine annealing over 240 epochs."""
-    return TrainConfig(epochs=240, lr=0.05, schedule="cosine")
-
-
-@dataclass
-class DistillRunConfig:
-    """Everything a distillation run depends on (``config.yaml`` of the run directory)."""
-
-    teacher: str | None = None
-    students: tuple[str, ...] = ()
-    method: str = "kd"
-    method_options: dict[str, Any] = field(default_factory=dict)
-    teacher_mode: Literal["eval", "train"] = "eval"
-    data: DataConfig = field(default_factory=DataConfig)
-    labelled: int | None = None
-    space: str | None = None
-    width_mult: float = 0.25
-    seeds: tuple[int, ...] = (0,)
-    baseline: str | None = None
-    export: bool = True
-    opset: int = 17
-    train: TrainConfig = field(default_factory=student_recipe)
-
-    upgrade_keys = staticmethod(upgrade_data_keys)  # files before the data section
-
-    def validate(self) -> None:
-        self.train.validate()
-        DISTILLERS.get(self.method)  # unknown names: one line with close matches
-        if not self.students:
-            raise ConfigError("no students: give --students (preset names, sample files or a "
-                              "search output directory)")
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-            raise ConfigError(f"seeds must be distinct integers, got {list(self.seeds)}")
-        if any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in self.seeds):
-            raise ConfigError(f"seeds must be non-negative integers, got {list(self.seeds)}")
-        if self.labelled is not None:
-            if isinstance(self.labelled, bool) or not isinstance(self.labelled, int) \
-                    or self.labelled < 1:
-                raise ConfigError(f"--labelled must be a positive number of images, got "
-                                  f"{self.labelled!r}")
-            if self.data.limit is not None and self.labelled >= self.data.limit:
-                raise ConfigError(f"--labelled {self.labelled} must be below --limit "
-                                  f"{self.data.limit} (the rest are the unlabelled images)")
-            if self.method not in (*TEACHERLESS, *UNLABELLED_IMAGES):
-                raise ConfigError(f"method {self.method} needs every image's label; with "
-                                  f"--labelled use {', '.join(UNLABELLED_IMAGES)} (or "
-                                  f"{' / '.join(TEACHERLESS)}, trained on the labelled images)")
-        if self.teacher is None and self.method not in (*TEACHERLESS, "gpd"):
-            raise ConfigError(f"method {self.method} needs --teacher (a teacher.pt); "
-                              f"without a teacher use --method none, ls or gpd")
 
 
 @dataclass

@@ -10,9 +10,9 @@ from typing import Any, Literal
 
 from gtn_nas.config import (DataConfig, check_finite, from_mapping, merge_overrides,
                             read_yaml, upgrade_data_keys)
-from gtn_nas.engine import TrainConfig
 from gtn_nas.errors import ConfigError
 from gtn_nas.search.selection import HalvingConfig
+from gtn_nas.train_config import TrainConfig
 
 STAGES = ("teacher", "search", "distill", "deploy", "report")
 """The run's stages, in order (``--stages``)."""

@@ -15,126 +15,26 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
 import yaml
 from torch import nn
 
-from gtn_nas.config import DataConfig, to_plain, upgrade_data_keys
+from gtn_nas.config import DataConfig, to_plain  # noqa: F401 - DataConfig: the example's
 from gtn_nas.engine import FitResult, TrainConfig, fit, seed_everything
-from gtn_nas.errors import ConfigError
 from gtn_nas.fileio import atomic_torch_save, atomic_write_text
 from gtn_nas.space.plugins import build_space
+from gtn_nas.teacher.config import METHODS, TeacherRunConfig  # noqa: F401 - their home before
 from gtn_nas.teacher.zoo import build_teacher, save_teacher
 
 _log = logging.getLogger(__name__)
 
-METHODS = ("standard", "sftn", "gtn")
-
-
 BRANCHES_FORMAT = "gtn-nas-gtn-branches/1"
 """Format of a GTN run's ``branches.pt`` (the trained branches the search scores paths with)."""
-
-@dataclass
-class TeacherRunConfig:
-    """Everything a teacher-training run depends on (``config.yaml`` of the run).
-
-    GTN options (docs/gtn.md has the measurements behind the defaults):
-
-    - ``sampler``: ``uniform`` | ``learned`` | ``adversarial``; ``arch_lr`` (Adam, 0.02),
-      ``entropy_weight`` (0.1, bonus -KL(p || prior) per label), ``baseline_decay`` (0.9, the
-      REINFORCE moving-average baseline), ``path_prior`` (``student``, default: each layer
-      configuration equally likely; ``label``: uniform per label);
-    - ``full_branch`` (None: on for ``learned``/``adversarial``, off for ``uniform``): a
-      full-path branch from the input image, the only branch that runs layer 1 (its signal
-      for the sampler); it does not touch the teacher and costs ~50% more time per epoch;
-    - ``sandwich`` (False): also train the largest and smallest students each step;
-    - ``inplace_distill`` (0): weight of KL(teacher || branch) for every branch path;
-    - ``eval_paths`` (8): K fixed paths whose mean branch accuracies are logged each epoch;
-    - ``eval_recalibration_batches`` (4): recent training batches that recalibrate each
-      logged path's BN statistics (0: the shared statistics);
-    - ``eval_paths_every`` (5): the logged paths are scored every this many epochs and after
-      the last (the teacher's own accuracy every epoch).
-    """
-
-    method: Literal["standard", "sftn", "gtn"] = "gtn"
-    teacher: str = "resnet32"
-    teacher_options: dict[str, Any] = field(default_factory=dict)
-    data: DataConfig = field(default_factory=DataConfig)
-    pretrained: bool = False
-    teacher_weights: str | None = None
-    space: str = "resnet_supernet"
-    width_mult: float = 0.25
-    student: str | None = None
-    sampler: str = "uniform"
-    alpha: float | None = None
-    temperature: float = 1.0
-    warmup_epochs: int = 0
-    arch_lr: float = 0.02
-    entropy_weight: float = 0.1
-    baseline_decay: float = 0.9
-    path_prior: str = "student"
-    full_branch: bool | None = None
-    sandwich: bool = False
-    inplace_distill: float = 0.0
-    eval_paths: int = 8
-    eval_recalibration_batches: int = 4
-    eval_paths_every: int = 5
-    cost_target_mflops: float | None = None
-    cost_weight: float = 1.0
-    train: TrainConfig = field(default_factory=TrainConfig)
-
-    upgrade_keys = staticmethod(upgrade_data_keys)  # files before the data section
-
-    def resolved(self) -> "TeacherRunConfig":
-        """A copy with defaults that depend on other options filled in.
-
-        ``full_branch``: on when the sampler learns (layer 1's signal), else off.
-        ``alpha`` (the branch KL weight): the papers use 3 on CIFAR-100 and 1 on ImageNet-200;
-        **[our reading]** 3 for ``cifar100`` and 1 for every other dataset (on small, short runs
-        a weight of 3 ties the teacher to its still-random branches and stalls it).
-        """
-        alpha = self.alpha if self.alpha is not None else (
-            3.0 if self.data.name == "cifar100" else 1.0)
-        full = self.full_branch if self.full_branch is not None else self.sampler != "uniform"
-        return dataclasses.replace(self, alpha=alpha, full_branch=full)
-
-    def validate(self) -> None:
-        self.train.validate()
-        if self.method == "sftn" and not self.student:
-            raise ConfigError("--method sftn needs --student (a preset name or a sample file)")
-        if self.method != "sftn" and self.student:
-            raise ConfigError(f"--student is for --method sftn, not {self.method}")
-        if self.method != "gtn" and (self.sampler != "uniform" or self.cost_target_mflops):
-            raise ConfigError(f"--sampler and the cost target are for --method gtn, not "
-                              f"{self.method}")
-        if self.method != "gtn" and (self.sandwich or self.inplace_distill):
-            raise ConfigError(f"--sandwich and --inplace-distill are for --method gtn, not "
-                              f"{self.method}")
-        checks = [(self.eval_paths >= 1, f"eval_paths must be >= 1, got {self.eval_paths}"),
-                  (self.eval_recalibration_batches >= 0, "eval_recalibration_batches must "
-                   f"be >= 0, got {self.eval_recalibration_batches}"),
-                  (self.eval_paths_every >= 1, "eval_paths_every must be >= 1, got "
-                   f"{self.eval_paths_every}"),
-                  (self.inplace_distill >= 0, "inplace_distill must be >= 0, got "
-                   f"{self.inplace_distill}"),
-                  (self.arch_lr > 0, f"arch_lr must be > 0, got {self.arch_lr}")]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
-        if self.warmup_epochs < 0 or self.warmup_epochs >= self.train.epochs:
-            raise ConfigError(f"warmup_epochs must be in [0, epochs), got {self.warmup_epochs}")
-        if self.warmup_epochs and not (self.pretrained or self.teacher_weights):
-            raise ConfigError("--warmup-epochs freezes a pretrained teacher while the branches "
-                              "learn: give --pretrained or --teacher-weights")
-        if self.method == "standard" and self.warmup_epochs:
-            raise ConfigError("warm-up freezes the teacher while branches learn: it is for "
-                              "sftn and gtn")
 
 
 @dataclass

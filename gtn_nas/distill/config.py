@@ -1,0 +1,71 @@
+"""What a distillation run depends on: :class:`DistillRunConfig` (``gtn-nas distill``'s
+options, the run's ``config.yaml``) and the students' recipe.
+
+Kept apart from :mod:`gtn_nas.distill.jobs` (which imports torch) so that the command line
+builds its flags from these fields without importing torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from gtn_nas.config import DataConfig, upgrade_data_keys
+from gtn_nas.errors import ConfigError
+from gtn_nas.train_config import TrainConfig
+
+
+def student_recipe() -> TrainConfig:
+    """The GTN supplement's student recipe: SGD lr 0.05, momentum 0.9, wd 5e-4, batch 64,
+    cosine annealing over 240 epochs."""
+    return TrainConfig(epochs=240, lr=0.05, schedule="cosine")
+
+
+@dataclass
+class DistillRunConfig:
+    """Everything a distillation run depends on (``config.yaml`` of the run directory)."""
+
+    teacher: str | None = None
+    students: tuple[str, ...] = ()
+    method: str = "kd"
+    method_options: dict[str, Any] = field(default_factory=dict)
+    teacher_mode: Literal["eval", "train"] = "eval"
+    data: DataConfig = field(default_factory=DataConfig)
+    labelled: int | None = None
+    space: str | None = None
+    width_mult: float = 0.25
+    seeds: tuple[int, ...] = (0,)
+    baseline: str | None = None
+    export: bool = True
+    opset: int = 17
+    train: TrainConfig = field(default_factory=student_recipe)
+
+    upgrade_keys = staticmethod(upgrade_data_keys)  # files before the data section
+
+    def validate(self) -> None:
+        from gtn_nas.distill.distillers import DISTILLERS, TEACHERLESS, UNLABELLED_IMAGES
+
+        self.train.validate()
+        DISTILLERS.get(self.method)  # unknown names: one line with close matches
+        if not self.students:
+            raise ConfigError("no students: give --students (preset names, sample files or a "
+                              "search output directory)")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"seeds must be distinct integers, got {list(self.seeds)}")
+        if any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in self.seeds):
+            raise ConfigError(f"seeds must be non-negative integers, got {list(self.seeds)}")
+        if self.labelled is not None:
+            if isinstance(self.labelled, bool) or not isinstance(self.labelled, int) \
+                    or self.labelled < 1:
+                raise ConfigError(f"--labelled must be a positive number of images, got "
+                                  f"{self.labelled!r}")
+            if self.data.limit is not None and self.labelled >= self.data.limit:
+                raise ConfigError(f"--labelled {self.labelled} must be below --limit "
+                                  f"{self.data.limit} (the rest are the unlabelled images)")
+            if self.method not in (*TEACHERLESS, *UNLABELLED_IMAGES):
+                raise ConfigError(f"method {self.method} needs every image's label; with "
+                                  f"--labelled use {', '.join(UNLABELLED_IMAGES)} (or "
+                                  f"{' / '.join(TEACHERLESS)}, trained on the labelled images)")
+        if self.teacher is None and self.method not in (*TEACHERLESS, "gpd"):
+            raise ConfigError(f"method {self.method} needs --teacher (a teacher.pt); "
+                              f"without a teacher use --method none, ls or gpd")
