@@ -25,14 +25,13 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import os
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, TypeVar
+from typing import Any, Callable, Mapping, TypeVar
 
 import yaml
 
@@ -131,6 +130,25 @@ def _coerce(key: str, value: Any, annotation: Any, where: str) -> Any:
     return value
 
 
+def option(default: Any = dataclasses.MISSING, *, help: str,  # noqa: A002 - argparse's word
+           factory: Callable[[], Any] | None = None, **flag: Any) -> Any:
+    """A dataclass field with its help text, from which the command line derives its flag
+    (:mod:`gtn_nas.cli.flags`; ``{default}`` in ``help`` is the default in use); ``flag``
+    holds the rest of what the flag needs (``flag="--data"``, ``repeat=True``, ...).
+
+    Example:
+        >>> @dataclasses.dataclass
+        ... class Opt:
+        ...     epochs: int = option(3, help="training epochs (default: {default})")
+        >>> dataclasses.fields(Opt)[0].metadata["help"]
+        'training epochs (default: {default})'
+    """
+    metadata = {"help": help, **flag}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
 def from_mapping(cls: type[T], data: Mapping[str, Any], where: str = "config") -> T:
     """Builds dataclass ``cls`` from ``data``; unknown keys and wrongly typed values are errors."""
     if not isinstance(data, Mapping):
@@ -141,6 +159,8 @@ def from_mapping(cls: type[T], data: Mapping[str, Any], where: str = "config") -
     values = {}
     for key, value in data.items():
         if key not in fields:
+            import difflib  # only for the error: the command line imports this module
+
             close = difflib.get_close_matches(str(key), list(fields), n=3)
             hint = f" (did you mean: {', '.join(close)}?)" if close else ""
             raise ConfigError(f"{where}: unknown option '{key}'{hint}")
@@ -305,22 +325,19 @@ class DataConfig:
         (300, 8)
     """
 
-    name: str = field(default="digits", metadata={
-        "flag": "--data", "help": "dataset (default: {default}; also fashion-mnist, cifar100, "
-                                  "imagefolder, synthetic: `gtn-nas list datasets`)"})
-    root: str | None = field(default=None, metadata={
-        "flag": "--data-root", "help": "dataset folder (default: Debian's package for "
-                                       "fashion-mnist, else $XDG_CACHE_HOME/gtn-nas/data)"})
-    options: dict[str, Any] = field(default_factory=dict, metadata={
-        "flag": "--data-option", "help": "dataset option (e.g. num_classes=5 for synthetic, "
-                                         "val_fraction=0.2); repeatable"})
-    download: bool = field(default=False, metadata={
-        "help": "fetch a missing fashion-mnist or cifar100 with torchvision into --data-root "
-                "or $XDG_CACHE_HOME/gtn-nas/data (needs internet)"})
-    image_size: int | None = field(default=None, metadata={
-        "help": "resize images to this size (default: their own)"})
-    limit: int | None = field(default=None, metadata={
-        "help": "use at most this many training images (default: all)"})
+    name: str = option("digits", flag="--data", help=(
+        "dataset (default: {default}; also fashion-mnist, cifar100, imagefolder, synthetic: "
+        "`gtn-nas list datasets`)"))
+    root: str | None = option(None, flag="--data-root", help=(
+        "dataset folder (default: Debian's package for fashion-mnist, else "
+        "$XDG_CACHE_HOME/gtn-nas/data)"))
+    options: dict[str, Any] = option(factory=dict, flag="--data-option", help=(
+        "dataset option (e.g. num_classes=5 for synthetic, val_fraction=0.2); repeatable"))
+    download: bool = option(False, help=(
+        "fetch a missing fashion-mnist or cifar100 with torchvision into --data-root or "
+        "$XDG_CACHE_HOME/gtn-nas/data (needs internet)"))
+    image_size: int | None = option(None, help="resize images to this size (default: their own)")
+    limit: int | None = option(None, help="use at most this many training images (default: all)")
 
     def load(self, seed: int = 0, *, augment: bool = True):
         """The seeded train/val/test splits (:func:`gtn_nas.data.load_dataset`; ``augment``:

@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+from gtn_nas.config import option
 from gtn_nas.errors import ConfigError
 
 PAPER_EPOCHS, PAPER_MILESTONES = 240, (150, 180, 210)  # the papers' x0.1 steps
@@ -45,29 +46,43 @@ class TrainConfig:
     of 240 at the same fractions of the run (:func:`scaled_milestones`); explicit ones are kept.
     """
 
-    epochs: int = 240
-    batch_size: int = 64
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    nesterov: bool = False
-    schedule: Literal["step", "cosine", "constant"] = "step"
-    milestones: tuple[int, ...] | None = None
-    gamma: float = 0.1
-    grad_clip: float | None = None
-    seed: int = 0
-    accelerator: str = "cpu"
-    devices: int = 1
-    strategy: str = "auto"
-    precision: str = "32-true"
-    max_steps_per_epoch: int | None = None
-    eval_batch_size: int = 256
-    val_every: int = 1
-    channels_last: bool = False
-    compile: bool = False
-    num_workers: int = 0
-    progress: bool = True
-    sync_batchnorm: bool = False
+    epochs: int = option(240, help="training epochs (default: {default})")
+    batch_size: int = option(64, help="global batch size, split across --devices (default: "
+                                      "{default})")
+    lr: float = option(0.05, help="SGD learning rate (default: {default})")
+    momentum: float = option(0.9, help="SGD momentum (default: {default})")
+    weight_decay: float = option(5e-4, help="SGD weight decay (default: {default})")
+    nesterov: bool = option(False, help="Nesterov momentum")
+    schedule: Literal["step", "cosine", "constant"] = option(
+        "step", help="learning-rate schedule (default: {default})")
+    milestones: tuple[int, ...] | None = option(None, metavar="EPOCH", help=(
+        "step schedule: multiply the learning rate by --gamma after these epochs (default: the "
+        "papers' 150 180 210 of 240 scaled to --epochs, e.g. 9 11 13 for 15; each must be "
+        "below --epochs)"))
+    gamma: float = option(0.1, help="step schedule: the factor at each milestone (default: "
+                                    "{default})")
+    grad_clip: float | None = option(None, help="gradient-norm clip (default: {default})")
+    seed: int = option(0, help="seeds data splits, weights and order (default: {default})")
+    accelerator: str = option("cpu", help="cpu, gpu or auto (default: {default})")
+    devices: int = option(1, help="number of devices (processes; default: {default})")
+    strategy: str = option("auto", help="auto, ddp or ddp_spawn (default: {default})")
+    precision: str = option("32-true", help="32-true, bf16-mixed or 16-mixed (default: "
+                                            "{default})")
+    max_steps_per_epoch: int | None = option(None, help="cap the steps of an epoch")
+    eval_batch_size: int = option(256, help="batch size of validation and testing (default: "
+                                            "{default})")
+    val_every: int = option(1, metavar="K", help="validate every K epochs and after the last "
+                                                 "(default {default})")
+    channels_last: bool = option(False, help=(
+        "NHWC memory format (faster convolutions on CPU; results differ from the default in "
+        "the last bits)"))
+    compile: bool = option(False, help=(
+        "torch.compile the training step (pays only on long runs: the compile takes tens of "
+        "seconds; not bit-identical)"))
+    num_workers: int = option(0, help="data-loading processes (default: {default})")
+    progress: bool = option(True, help="a progress bar per epoch")
+    sync_batchnorm: bool = option(False, help="DDP: batch-norm statistics over the global batch "
+                                              "(GPUs only)")
 
     def validate(self) -> None:
         """Raises ConfigError for values no run can use."""

@@ -5,54 +5,21 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from gtn_nas.cli.common import key_values, out
-from gtn_nas.cli.teacher_cmd import add_device_arguments, refuse_untrusted_config_space
+from gtn_nas.cli.common import out
+from gtn_nas.cli.flags import add_config_flags, given
+from gtn_nas.cli.teacher_cmd import ON_BAD_IMAGE_HELP, refuse_untrusted_config_space
+from gtn_nas.distill.config import DistillRunConfig
 from gtn_nas.errors import ConfigError
 
 
-def parse_seeds(text: str) -> tuple[int, ...]:
-    """``"0,1,2"`` -> ``(0, 1, 2)``; one clear error for anything else."""
-    try:
-        seeds = tuple(int(part) for part in str(text).split(",") if part.strip() != "")
-    except ValueError:
-        raise ConfigError(f"--seeds must be comma-separated integers (e.g. 0,1,2), got "
-                          f"'{text}'") from None
-    if not seeds:
-        raise ConfigError(f"--seeds must name at least one seed, got '{text}'")
-    return seeds
-
-
 def cmd_distill(args: argparse.Namespace) -> int:
-    from gtn_nas.config import load_config, to_plain
-    from gtn_nas.distill.jobs import DistillRunConfig, distill, parse_shard
+    from gtn_nas.config import load_config
+    from gtn_nas.distill.jobs import distill, parse_shard
 
     refuse_untrusted_config_space(args.config, args.space)
-    run = {k: getattr(args, k) for k in ("teacher", "method", "teacher_mode", "space",
-                                         "width_mult", "baseline", "labelled")}
-    run["data"] = {"name": args.data, "root": args.data_root, "image_size": args.image_size,
-                   "limit": args.limit}
-    if args.students:
-        run["students"] = list(args.students)
-    if args.seeds is not None:
-        run["seeds"] = list(parse_seeds(args.seeds))
-    if args.option:
-        run["method_options"] = key_values(args.option, "--option")
-    if args.data_option:
-        run["data"]["options"] = key_values(args.data_option, "--data-option")
-    if args.download:
-        run["data"]["download"] = True
-    if args.no_export:
-        run["export"] = False
-    config = load_config(DistillRunConfig, args.config, run)
+    config = load_config(DistillRunConfig, args.config, given(args, args.config_flags))
     if args.on_bad_image:  # files read during training (imagefolder)
         config.data.options = {**config.data.options, "on_bad_image": args.on_bad_image}
-    train = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "schedule",
-                                           "accelerator", "devices", "strategy", "precision",
-                                           "max_steps_per_epoch", "num_workers", "grad_clip",
-                                           "val_every", "compile", "channels_last")}
-    train = {k: v for k, v in train.items() if v is not None}
-    if train:
-        config.train = load_config(type(config.train), None, {**to_plain(config.train), **train})
     shard = parse_shard(args.shard)
     path = args.out or f"runs/distill-{config.method}-{config.data.name}"
 
@@ -109,62 +76,32 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def register(commands) -> None:
+    from gtn_nas.run.config import RunConfig
+
+    recipes = RunConfig().distill.recipes
+    kd, dkd = recipes["kd"], recipes["dkd"]
+    run_epochs = RunConfig().distill.train.epochs
     dist = commands.add_parser("distill", help="train students from a teacher (KD, DKD, "
                                                "FitNets, AT, GPD; ls, none without one)")
     dist.add_argument("--config", help="YAML file of options (command-line flags override it)")
-    dist.add_argument("--teacher", help="teacher.pt (from train-teacher or gtn-nas run)")
-    dist.add_argument("--students", nargs="+",
-                      help="preset names, sample files and/or search output directories")
-    dist.add_argument("--method", help="kd (default), dkd, fitnets, at, gpd; without a "
-                                       "teacher: none (plain CE) or ls (label smoothing); "
-                                       "`gtn-nas list distillers` shows the installed ones. "
-                                       "Options default to the papers' (kd: T = 4, CE 0.1, "
-                                       "KD 0.9), not to `gtn-nas run`'s short-schedule "
-                                       "recipes (kd: T = 1, CE 0.5, KD 0.5; dkd: beta 2)")
-    dist.add_argument("--baseline", help="the --out of a run of the same students with "
-                                         "--method none or ls: says which students the "
-                                         "teacher cannot help (its test top-1 not above "
-                                         "theirs alone)")
-    dist.add_argument("--option", action="append", metavar="KEY=VALUE",
-                      help="method option (e.g. temperature=2, warmup_epochs=5); repeatable")
-    dist.add_argument("--teacher-mode", help="eval (default) or train")
-    dist.add_argument("--data", help="dataset (default: digits)")
-    dist.add_argument("--data-root", help="dataset folder (default: Debian's package for "
-                                          "fashion-mnist, else $XDG_CACHE_HOME/gtn-nas/data)")
-    dist.add_argument("--on-bad-image", choices=("stop", "skip"),
-                    help="imagefolder: an unreadable or empty image stops the run with one "
-                         "line naming it (stop, the default) or is skipped (skip)")
-    dist.add_argument("--data-option", action="append", metavar="KEY=VALUE",
-                      help="dataset option; repeatable")
-    dist.add_argument("--download", action="store_true",
-                      help="fetch a missing fashion-mnist or cifar100 with torchvision into "
-                           "--data-root or $XDG_CACHE_HOME/gtn-nas/data (needs internet)")
-    dist.add_argument("--image-size", type=int, help="resize images to this size")
-    dist.add_argument("--limit", type=int, help="use at most this many training images")
-    dist.add_argument("--labelled", type=int,
-                      help="only this many training images keep their labels (the images a "
-                           "--limit of it would train on); kd, fitnets and at also learn from "
-                           "the rest through the teacher, none and ls train on the labelled")
-    dist.add_argument("--space", help="space of preset names; names a plugin file to trust it")
-    dist.add_argument("--width-mult", type=float, help="width of preset students (default 0.25)")
-    dist.add_argument("--seeds", help="comma-separated seeds (default: 0)")
-    dist.add_argument("--epochs", type=int,
-                      help="epochs per student (default: 240, the GTN supplement's recipe; "
-                           "`gtn-nas run` trains its students 10)")
-    dist.add_argument("--batch-size", type=int, help="batch size (default: 64)")
-    dist.add_argument("--lr", type=float, help="SGD learning rate (default: 0.05)")
-    dist.add_argument("--schedule", help="cosine (default, as in `gtn-nas run`), step or "
-                                         "constant")
-    dist.add_argument("--grad-clip", type=float, help="gradient-norm clip")
-    dist.add_argument("--max-steps-per-epoch", type=int, help="cap the steps of an epoch")
-    dist.add_argument("--val-every", type=int, metavar="K",
-                      help="validate every K epochs and after the last (default 1); the best "
-                           "student is chosen among the validated epochs")
-    add_device_arguments(dist)
+    # every field of DistillRunConfig (its data and train sections included) is a flag; the
+    # students' seeds are --seeds
+    flags = add_config_flags(dist, DistillRunConfig(), exclude=("train.seed", "train.progress"),
+                             helps={
+        "method": f"kd (default), dkd, fitnets, at, gpd; without a teacher: none (plain CE) or "
+                  f"ls (label smoothing); `gtn-nas list distillers` shows the installed ones. "
+                  f"Options default to the papers' (kd: T = 4, CE 0.1, KD 0.9), not to `gtn-nas "
+                  f"run`'s short-schedule recipes (kd: T = {kd['temperature']:g}, CE "
+                  f"{kd['ce_weight']:g}, KD {kd['kd_weight']:g}; dkd: beta {dkd['beta']:g})",
+        "train.epochs": f"epochs per student (default: {{default}}, the GTN supplement's "
+                        f"recipe; `gtn-nas run` trains its students {run_epochs})",
+        "train.schedule": "cosine (default, as in `gtn-nas run`), step or constant",
+        "train.val_every": "validate every K epochs and after the last (default {default}); "
+                           "the best student is chosen among the validated epochs"})
+    dist.add_argument("--on-bad-image", choices=("stop", "skip"), help=ON_BAD_IMAGE_HELP)
     dist.add_argument("--shard", help="K/N: run every N-th job starting at the K-th")
-    dist.add_argument("--no-export", action="store_true", help="skip the ONNX export")
     dist.add_argument("--out", help="output directory (default: runs/distill-<method>-<data>)")
-    dist.set_defaults(func=cmd_distill)
+    dist.set_defaults(func=cmd_distill, config_flags=flags)
 
     exp = commands.add_parser("export", help="export a student checkpoint to ONNX (checked "
                                              "against PyTorch)")

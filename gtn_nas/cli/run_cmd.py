@@ -6,11 +6,16 @@ import argparse
 import time
 
 from gtn_nas.cli.common import out, val_accuracies
+from gtn_nas.cli.flags import add_config_flags, given
+
+RUN_FLAGS = ("data", "seed", "teacher.space", "teacher.sampler", "teacher.train.epochs",
+             "search.hw", "search.budget_evals", "distill.method", "distill.train.epochs",
+             "distill.seeds", "distill.labelled")
+"""The settings of a :class:`~gtn_nas.run.config.RunConfig` that are flags (the rest are
+``--config`` keys): the data section, and a few of each stage's."""
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from gtn_nas.cli.distill_cmds import parse_seeds
-    from gtn_nas.config import NULL
     from gtn_nas.run.config import load_run_config
     from gtn_nas.run.pipeline import run_pipeline
 
@@ -22,19 +27,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         teacher = data.get("teacher") if isinstance(data, dict) else None
         space_spec_of_file(teacher if isinstance(teacher, dict) else {}, args.config,
                            trusted=args.space)
-    overrides = {"data.name": args.data, "data.root": args.data_root, "seed": args.seed,
-                 "teacher.train.epochs": args.teacher_epochs, "teacher.sampler": args.sampler,
-                 "teacher.space": args.space,
-                 "search.budget_evals": args.budget_evals,
-                 "search.hw": list(args.hw) if args.hw else None,
-                 "distill.method": args.method,
-                 "distill.train.epochs": args.student_epochs,
-                 "distill.seeds": list(parse_seeds(args.seeds)) if args.seeds else None}
-    if args.labelled is not None:
-        overrides["distill.labelled"] = NULL if args.labelled == "all" else _count(args.labelled)
-    if args.download:
-        overrides["data.download"] = True
-    config = load_run_config(args.config, overrides)
+    config = load_run_config(args.config, given(args, args.config_flags, dotted=True))
     path = args.out or time.strftime("runs/run-%Y%m%d-%H%M%S")
 
     def epoch(record: dict) -> None:
@@ -54,54 +47,35 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _count(text: str) -> int:
-    from gtn_nas.errors import ConfigError
-
-    try:
-        return int(text)
-    except ValueError:
-        raise ConfigError(f"--labelled must be a number of images or all, got "
-                          f"'{text}'") from None
-
-
 def register(commands) -> None:
+    from gtn_nas.run.config import RunConfig
+    from gtn_nas.teacher.config import TeacherRunConfig
+    from gtn_nas.distill.config import student_recipe
+
+    defaults = RunConfig()
+    recipes = defaults.distill.recipes
+    kd, dkd = recipes["kd"], recipes["dkd"]
     run = commands.add_parser("run", help="the whole job: GTN teacher -> search -> distill -> "
                                           "export -> report.md")
     run.add_argument("--config", help="YAML file with every stage's settings "
                                       "(examples/configs/); flags override it")
-    run.add_argument("--data", help="dataset (default: digits)")
-    run.add_argument("--data-root", help="dataset folder (default: Debian's package for "
-                                         "fashion-mnist, else $XDG_CACHE_HOME/gtn-nas/data)")
-    run.add_argument("--download", action="store_true",
-                     help="fetch a missing fashion-mnist or cifar100 with torchvision into "
-                          "--data-root or $XDG_CACHE_HOME/gtn-nas/data (needs internet)")
-    run.add_argument("--seed", type=int, help="seeds every stage (default: 0)")
-    run.add_argument("--space", help="the teacher's branch space (a plugin file to trust it)")
-    run.add_argument("--sampler", help="GTN sampler: uniform (default), learned or "
-                                       "adversarial")
-    run.add_argument("--teacher-epochs", type=int,
-                     help="epochs of the teacher's GTN fine-tuning (default: 6, after 30 "
-                          "epochs of standard pre-training; `gtn-nas train-teacher` trains "
-                          "240)")
-    run.add_argument("--hw", action="append",
-                     help="extra hardware profile to search for (host_cpu always runs); "
-                          "repeatable")
-    run.add_argument("--budget-evals", type=int,
-                     help="search candidates per device (default: 200; `gtn-nas search` "
-                          "evaluates 600)")
-    run.add_argument("--method", help="distiller: kd (default), dkd, fitnets, at, gpd, with "
-                                      "the short-schedule recipes of distill.recipes (kd: "
-                                      "T = 1, CE 0.5, KD 0.5; dkd: beta 2; `gtn-nas distill` "
-                                      "keeps the papers' T = 4, CE 0.1, KD 0.9)")
-    run.add_argument("--student-epochs", type=int,
-                     help="distillation epochs per student (default: 10; `gtn-nas distill` "
-                          "trains 240)")
-    run.add_argument("--seeds", help="comma-separated student seeds (default: 0)")
-    run.add_argument("--labelled", help="labelled images the students learn from (default: "
-                                        "250; through the teacher they also learn from the "
-                                        "other training images); all: every label, what dkd "
-                                        "and gpd need")
+    flags = add_config_flags(run, defaults, only=RUN_FLAGS, names={
+        "teacher.train.epochs": "--teacher-epochs", "distill.train.epochs": "--student-epochs"},
+        helps={
+        "teacher.train.epochs": f"epochs of the teacher's GTN fine-tuning (default: {{default}}, "
+                                f"after {defaults.teacher.pretrain_train.epochs} epochs of "
+                                f"standard pre-training; `gtn-nas train-teacher` trains "
+                                f"{TeacherRunConfig().train.epochs})",
+        "distill.train.epochs": f"distillation epochs per student (default: {{default}}; "
+                                f"`gtn-nas distill` trains {student_recipe().epochs})",
+        "search.budget_evals": "search candidates per device (default: {default}; `gtn-nas "
+                               "search` evaluates 600)",
+        "distill.method": f"distiller: kd (default), dkd, fitnets, at, gpd, with the "
+                          f"short-schedule recipes of distill.recipes (kd: T = "
+                          f"{kd['temperature']:g}, CE {kd['ce_weight']:g}, KD "
+                          f"{kd['kd_weight']:g}; dkd: beta {dkd['beta']:g}; `gtn-nas distill` "
+                          f"keeps the papers' T = 4, CE 0.1, KD 0.9)"})
     run.add_argument("--out", help="run directory (default: runs/run-<date>-<time>)")
     run.add_argument("--resume", action="store_true",
                      help="continue a killed run from its last finished stage")
-    run.set_defaults(func=cmd_run)
+    run.set_defaults(func=cmd_run, config_flags=flags)

@@ -6,9 +6,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from gtn_nas.locks import folder_lock
 from gtn_nas.cli.common import (add_space_arguments, log, out, prepare_output_dir, progress_bar,
                                space_for_profile, space_options)
+from gtn_nas.cli.flags import add_config_flags, given
+from gtn_nas.config import DataConfig
+from gtn_nas.locks import folder_lock
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
@@ -111,23 +113,23 @@ def _recipe(args: argparse.Namespace):
     from gtn_nas.distill.jobs import DistillRunConfig
     from gtn_nas.engine import TrainConfig
 
-    data = _data(args)
     if args.teacher:
         from gtn_nas.config import load_config
-        from gtn_nas.teacher.train import TeacherRunConfig
+        from gtn_nas.teacher.config import TeacherRunConfig
 
         data = load_config(TeacherRunConfig, Path(args.teacher).parent / "config.yaml").data
+    else:
+        data = _data(args)
     return DistillRunConfig(method="none", students=("search",), seeds=(args.seed,),
                             train=TrainConfig(epochs=args.epochs, schedule="cosine",
                                               progress=False), data=data)
 
 
-def _data(args: argparse.Namespace):
+def _data(args: argparse.Namespace) -> DataConfig:
     """The students' data of ``--data`` and the flags beside it."""
-    from gtn_nas.config import DataConfig
+    from gtn_nas.config import from_mapping
 
-    return DataConfig(name=args.data, root=args.data_root, image_size=args.image_size,
-                      limit=args.limit)
+    return from_mapping(DataConfig, given(args, args.data_flags)["data"], "search data")
 
 
 def _print_picks(result, paths, prefix: str = "  ") -> None:
@@ -275,13 +277,10 @@ def register(commands) -> None:
                              "successive halving, the most accurate on validation picked), "
                              "proxy (the best score: fast, but a proxy); auto (default): "
                              "trained when the students' data is known (--data or --teacher)")
-    search.add_argument("--data", help="the students' dataset: their images feed naswot and "
-                                       "short, and --select trained trains on it")
-    search.add_argument("--data-root", help="dataset folder")
-    search.add_argument("--image-size", type=int, help="resize the data's images (default: "
-                                                       "their own size)")
-    search.add_argument("--limit", type=int, help="training images the students learn from "
-                                                  "(default: all)")
+    data_flags = add_config_flags(search, DataConfig(), prefix="data", helps={
+        "data.name": "the students' dataset: their images feed naswot and short, and --select "
+                     "trained trains on it",
+        "data.limit": "training images the students learn from (default: all)"})
     search.add_argument("--epochs", type=int, default=10,
                         help="epochs of the students' recipe the trials train (default: "
                              "%(default)s, gtn-nas run's; gtn-nas distill's own default is "
@@ -315,4 +314,4 @@ def register(commands) -> None:
                         help="seeds the evolution, the random students and the trials' "
                              "training (default: %(default)s)")
     search.add_argument("--out", help="output folder (default: runs/search-<profiles>)")
-    search.set_defaults(func=cmd_search)
+    search.set_defaults(func=cmd_search, data_flags=data_flags)

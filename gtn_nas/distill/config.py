@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from gtn_nas.config import DataConfig, upgrade_data_keys
+from gtn_nas.config import DataConfig, option, upgrade_data_keys
 from gtn_nas.errors import ConfigError
 from gtn_nas.train_config import TrainConfig
 
@@ -25,19 +25,32 @@ def student_recipe() -> TrainConfig:
 class DistillRunConfig:
     """Everything a distillation run depends on (``config.yaml`` of the run directory)."""
 
-    teacher: str | None = None
-    students: tuple[str, ...] = ()
-    method: str = "kd"
-    method_options: dict[str, Any] = field(default_factory=dict)
-    teacher_mode: Literal["eval", "train"] = "eval"
+    teacher: str | None = option(None, help="teacher.pt (from train-teacher or gtn-nas run)")
+    students: tuple[str, ...] = option((), help="preset names, sample files and/or search "
+                                                "output directories")
+    method: str = option("kd", help=(
+        "kd (default), dkd, fitnets, at, gpd; without a teacher: none (plain CE) or ls (label "
+        "smoothing); `gtn-nas list distillers` shows the installed ones"))
+    method_options: dict[str, Any] = option(factory=dict, flag="--option", help=(
+        "method option (e.g. temperature=2, warmup_epochs=5); repeatable"))
+    teacher_mode: Literal["eval", "train"] = option("eval", help=(
+        "the teacher's mode while it teaches (default: {default})"))
     data: DataConfig = field(default_factory=DataConfig)
-    labelled: int | None = None
-    space: str | None = None
-    width_mult: float = 0.25
-    seeds: tuple[int, ...] = (0,)
-    baseline: str | None = None
-    export: bool = True
-    opset: int = 17
+    labelled: int | None = option(None, null="all", metavar="N|all", help=(
+        "only this many training images keep their labels (the images a --limit of it would "
+        "train on); kd, fitnets and at also learn from the rest through the teacher, none and "
+        "ls train on the labelled (default: all)"))
+    space: str | None = option(None, help="space of preset names; names a plugin file to trust "
+                                          "it")
+    width_mult: float = option(0.25, help="width of preset students (default {default})")
+    seeds: tuple[int, ...] = option((0,), comma=True, help="comma-separated seeds (default: "
+                                                           "{default})")
+    baseline: str | None = option(None, help=(
+        "the --out of a run of the same students with --method none or ls: says which students "
+        "the teacher cannot help (its test top-1 not above theirs alone)"))
+    export: bool = option(True, help="skip the ONNX export (by default each student is exported "
+                                     "and checked against PyTorch)")
+    opset: int = option(17, help="ONNX opset of the export (default: {default})")
     train: TrainConfig = field(default_factory=student_recipe)
 
     upgrade_keys = staticmethod(upgrade_data_keys)  # files before the data section

@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from gtn_nas.config import (DataConfig, check_finite, from_mapping, merge_overrides,
+from gtn_nas.config import (DataConfig, check_finite, from_mapping, merge_overrides, option,
                             read_yaml, upgrade_data_keys)
 from gtn_nas.errors import ConfigError
 from gtn_nas.search.selection import HalvingConfig
@@ -39,9 +39,11 @@ class TeacherStage:
     method: Literal["standard", "sftn", "gtn"] = "gtn"
     teacher: str = "resnet32"
     teacher_options: dict[str, Any] = field(default_factory=dict)
-    space: str = "resnet_supernet"
+    space: str = option("resnet_supernet", help="the teacher's branch space (default: "
+                                                "{default}; a plugin file to trust it)")
     width_mult: float = 0.25
-    sampler: str = "uniform"
+    sampler: str = option("uniform", help="GTN sampler: uniform, learned or adversarial "
+                                          "(default: {default})")
     alpha: float | None = None   # branch KL weight; None: 0.3 when fine-tuning a pre-trained
                                  # teacher (keeps its accuracy), else the dataset's default
     # 2 logged paths per epoch: diagnostics only, 8 cost ~2x the fine-tuning's time
@@ -74,8 +76,9 @@ class SearchStage:
     ``score`` ranks the proposals (auto: FLOPs).
     """
 
-    hw: tuple[str, ...] = ("host_cpu",)
-    budget_evals: int = 200
+    hw: tuple[str, ...] = option(("host_cpu",), repeat=True, help=(
+        "extra hardware profile to search for (host_cpu always runs); repeatable"))
+    budget_evals: int = option(200, help="search candidates per device (default: {default})")
     strategy: str = "evolution"
     budgets: Literal["auto", "profile", "latency"] = "auto"
     budget_students: int = 100
@@ -89,7 +92,7 @@ class SearchStage:
 class DistillStage:
     """The distillation stage's settings (see ``gtn-nas distill``)."""
 
-    method: str = "kd"
+    method: str = option("kd", help="distiller: kd (default), dkd, fitnets, at, gpd")
     options: dict[str, Any] = field(default_factory=dict)
     # per-method recipes for short schedules, from bench/kd_regime.py's sweep (chosen on
     # validation; docs/BENCHMARKS.md, "Where distillation helps"); ``options`` override them
@@ -98,9 +101,13 @@ class DistillStage:
         "dkd": {"beta": 2.0}})
     baselines: tuple[str, ...] = ("none", "ls")
     baseline_options: dict[str, dict[str, Any]] = field(default_factory=dict)
-    seeds: tuple[int, ...] = (0,)
+    seeds: tuple[int, ...] = option((0,), comma=True, help="comma-separated student seeds "
+                                                           "(default: {default})")
     train: TrainConfig = field(default_factory=_student_train)
-    labelled: int | None = 250
+    labelled: int | None = option(250, null="all", metavar="N|all", help=(
+        "labelled images the students learn from (default: {default}; through the teacher "
+        "they also learn from the other training images); all: every label, what dkd and gpd "
+        "need"))
     """Labelled training images the students learn from (the first of the teacher's,
     stratified); through the teacher (``kd``, ``fitnets``, ``at``) they also learn from every
     other training image, unlabelled: the setting where a teacher has most to give (its own
@@ -112,7 +119,7 @@ class RunConfig:
     """Every stage's settings: what ``--config FILE.yaml`` holds (``examples/configs/``)."""
 
     data: DataConfig = field(default_factory=DataConfig)
-    seed: int = 0
+    seed: int = option(0, help="seeds every stage (default: {default})")
     teacher: TeacherStage = field(default_factory=TeacherStage)
     search: SearchStage = field(default_factory=SearchStage)
     distill: DistillStage = field(default_factory=DistillStage)

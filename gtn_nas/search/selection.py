@@ -37,7 +37,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -174,6 +173,8 @@ def network_key(space, sample: Mapping[str, Any]) -> str:
 
 def sample_key(sample: Mapping[str, Any]) -> str:
     """A short stable name of a canonical sample (its trial folder)."""
+    import hashlib  # here, not above: its OpenSSL load would slow `gtn-nas --help`
+
     text = json.dumps({str(k): sample[k] for k in sorted(sample)}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
@@ -306,6 +307,8 @@ def _prepare_study(storage, prefix: str, context: dict[str, Any], keys: list[str
     Raises:
         ConfigError: the storage holds this tier's study of another search.
     """
+    import hashlib
+
     import optuna
     from optuna.trial import TrialState
 

@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from gtn_nas.config import DataConfig, upgrade_data_keys
+from gtn_nas.config import DataConfig, option, upgrade_data_keys
 from gtn_nas.errors import ConfigError
 from gtn_nas.train_config import TrainConfig
 
@@ -40,31 +40,56 @@ class TeacherRunConfig:
       the last (the teacher's own accuracy every epoch).
     """
 
-    method: Literal["standard", "sftn", "gtn"] = "gtn"
-    teacher: str = "resnet32"
-    teacher_options: dict[str, Any] = field(default_factory=dict)
+    method: Literal["standard", "sftn", "gtn"] = option("gtn", help="how the teacher trains "
+                                                                   "(default: {default})")
+    teacher: str = option("resnet32", help=(
+        "teacher name (default: {default}; `gtn-nas list teachers` shows the installed ones)"))
+    teacher_options: dict[str, Any] = option(factory=dict, flag="--teacher-option", help=(
+        "teacher builder option (e.g. norm=none for tiny); repeatable"))
     data: DataConfig = field(default_factory=DataConfig)
-    pretrained: bool = False
-    teacher_weights: str | None = None
-    space: str = "resnet_supernet"
-    width_mult: float = 0.25
-    student: str | None = None
-    sampler: str = "uniform"
-    alpha: float | None = None
-    temperature: float = 1.0
-    warmup_epochs: int = 0
-    arch_lr: float = 0.02
-    entropy_weight: float = 0.1
-    baseline_decay: float = 0.9
-    path_prior: str = "student"
-    full_branch: bool | None = None
-    sandwich: bool = False
-    inplace_distill: float = 0.0
-    eval_paths: int = 8
-    eval_recalibration_batches: int = 4
-    eval_paths_every: int = 5
-    cost_target_mflops: float | None = None
-    cost_weight: float = 1.0
+    pretrained: bool = option(False, help="start from local ImageNet weights (efficientnet_b0)")
+    teacher_weights: str | None = option(None, help="state_dict file to start the teacher from")
+    space: str = option("resnet_supernet", help=(
+        "search space for the branches (sftn, gtn; default: {default}; a plugin file to trust "
+        "it)"))
+    width_mult: float = option(0.25, help="width multiplier of the space (default: {default})")
+    student: str | None = option(None, help="sftn: the student (a preset name or a sample file)")
+    sampler: str = option("uniform", help="gtn: uniform, learned or adversarial (default: "
+                                          "{default})")
+    alpha: float | None = option(None, help="weight of the branch KL term (default: 3 on "
+                                            "cifar100, else 1)")
+    temperature: float = option(1.0, help="sftn, gtn: temperature of the branch KL term "
+                                          "(default: {default})")
+    warmup_epochs: int = option(0, help="epochs with the teacher frozen while the branches learn "
+                                        "(default: {default})")
+    arch_lr: float = option(0.02, help="gtn: Adam learning rate of the sampler (default "
+                                       "{default})")
+    entropy_weight: float = option(0.1, help="gtn: weight of the sampler's entropy bonus "
+                                             "(default {default})")
+    baseline_decay: float = option(0.9, help="gtn: decay of the sampler's moving-average loss "
+                                             "baseline (default {default})")
+    path_prior: str = option("student", help=(
+        "gtn: student (each layer's configurations equally likely, default) or label (uniform "
+        "per label)"))
+    full_branch: bool | None = option(None, help=(
+        "gtn: train a full-path branch from the input image (default: on for "
+        "learned/adversarial samplers, off for uniform)"))
+    sandwich: bool = option(False, negatable=True, help=(
+        "gtn: also train the largest and smallest students each step"))
+    inplace_distill: float = option(0.0, help="gtn: weight of KL(teacher || branch) for every "
+                                              "branch path (default {default})")
+    eval_paths: int = option(8, help="gtn: K fixed paths whose mean branch accuracy is logged "
+                                     "(default {default})")
+    eval_recalibration_batches: int = option(4, help=(
+        "gtn: training batches recalibrating each logged path's BN statistics (default "
+        "{default}; 0: shared statistics)"))
+    eval_paths_every: int = option(5, help=(
+        "gtn: score the logged paths every N epochs and after the last (the teacher's accuracy "
+        "every epoch; default {default})"))
+    cost_target_mflops: float | None = option(None, help="gtn: cost-aware sampler, expected "
+                                                         "MFLOPs target")
+    cost_weight: float = option(1.0, help="gtn: weight of the cost-aware sampler's cost term "
+                                          "(default {default})")
     train: TrainConfig = field(default_factory=TrainConfig)
 
     upgrade_keys = staticmethod(upgrade_data_keys)  # files before the data section
