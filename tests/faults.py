@@ -52,7 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # which hold the teacher's last epoch record, ``seconds`` included.
 TIMING_KEY = re.compile(r"^(seconds|build_seconds|load|noise|trusted|measured|remeasurement|"
                         r"reference_rounds|rounds_ms|spread|machine|digest|teacher_digest)$"
-                        r"|_ms($|_)|^latency")
+                        r"|_seconds$|_ms($|_)|^latency")
 
 
 # The source tree the commands run from: the checkout, or a snapshot of it (see snapshot()).

@@ -39,7 +39,9 @@ DISTILL_ARGS = ["--students", "s_nas_s", "--data", "digits", "--limit", "300", "
 RUN = {"data": {"name": "digits", "limit": 300}, "seed": 0,
        "teacher": {"teacher": "tiny", "train": {"epochs": 1, "max_steps_per_epoch": 3,
                                                 "batch_size": 32}},
-       "search": {"budget_evals": 6},
+       # estimated latency: measured budgets would follow the machine's load, so the reference
+       # and the killed run would search under different budgets
+       "search": {"budget_evals": 6, "latency": "estimate"},
        "distill": {"baselines": [],
                    "train": {"epochs": 1, "max_steps_per_epoch": 3, "batch_size": 32}}}
 SEED = 20261201

@@ -115,7 +115,8 @@ def test_search_cli_writes_all_outputs(tmp_path, capsys):
     names = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
     assert names == {"candidates.json", "pareto.csv", "pareto.png", "summary.md",
                      "students/s.yaml", "students/m.yaml", "students/l.yaml",
-                     ".gtn-nas.lock"}  # one writer per folder (gtn_nas.locks)
+                     ".gtn-nas.lock",  # one writer per folder (gtn_nas.locks)
+                     "latencies-toy.json"}  # what a rerun reads back (measured latency)
     candidates = json.loads((out / "candidates.json").read_text())["candidates"]
     assert len(candidates) >= 3
     pick = yaml.safe_load((out / "students" / "s.yaml").read_text())
@@ -150,7 +151,8 @@ def test_search_through_a_gtn_teacher(tmp_path, capsys):
         assert "GTN teacher branch score" in printed
         assert all(0.0 <= s <= 1.0 for s in scores), "scores are validation accuracies"
     code = main(["search", "--hw", str(profile), "--teacher", str(run / "teacher.pt"),
-                 "--budget-evals", "12", "--out", str(tmp_path / "auto")])
+                 "--budget-evals", "12", "--epochs", "2", "--candidates", "3", "--limit", "200",
+                 "--budget-students", "30", "--out", str(tmp_path / "auto")])
     printed = capsys.readouterr().out
     # the teacher run's data is known: picks by trained accuracy, budgets in ms on the device
     assert code == 0 and "proposals ranked by log10(FLOPs)" in printed, printed

@@ -162,7 +162,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     path = args.out or f"runs/search-{names}"
     prepare_output_dir(path)  # a bad --out fails now, not after the search
     # one writer per folder; a search killed before its summary starts over (it is seeded,
-    # so the rerun writes the same files) and its temporaries are removed
+    # and reads back the latencies it measured, so the rerun writes the same files) and its
+    # temporaries are removed
     with folder_lock(path, "gtn-nas search"):
         from gtn_nas.fileio import remove_stale_temporaries  # torch: only when it runs
 

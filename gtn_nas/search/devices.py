@@ -35,6 +35,11 @@ from gtn_nas.space.supernet import SupernetSpace
 SELECTIONS = ("trained", "proxy")
 
 
+REMEASURED = ("measured", "table")
+"""Latency models whose milliseconds are this machine's own, so a pick is re-measured against
+its budget; an estimate's budgets are in the estimate's units and its picks are kept."""
+
+
 def device_latency(space: SupernetSpace, profile, unit_costs, *, mode: str = "auto",
                    table: str | None = None):
     """The device's latency model; ``auto`` gives every device one: a matching table, else
@@ -97,8 +102,12 @@ def search_devices(space: SupernetSpace, profiles: list, *, scorer, scored_by: s
     for profile in profiles:
         latency = device_latency(space, profile, unit_costs, mode=latency_mode,
                                  table=tables.get(profile.name))
+        if folder is not None and getattr(latency, "source", None) == "measured":
+            latency = recorded(latency, space, profile, Path(folder))
         budgets, rule = device_budgets(space, profile, latency, rule=budget_rule,
                                        students=budget_students, seed=seed)
+        if hasattr(latency, "save"):
+            latency.save()
         profile = dataclasses.replace(profile, budgets=budgets)
         if say is not None:
             say(f"{profile.name}: budgets {_budget_line(budgets)} ({rule})")
@@ -106,13 +115,18 @@ def search_devices(space: SupernetSpace, profiles: list, *, scorer, scored_by: s
                             seed=seed, scorer=shared, scored_by=scored_by, remeasure=False,
                             latency=latency, progress=progress)
         result.budget_rule = rule
+        if hasattr(latency, "save"):
+            latency.save()
+            if latency.reused and say is not None:
+                say(f"{profile.name}: {latency.reused} latencies read from this search's "
+                    f"earlier run ({latency.path.name}), not timed again")
         if select == "trained":
             ranked = _trained_picks(space, result, recipe, halving, folder, train_seed,
                                     splits, say)
         else:
             result.notes.extend(distinct_picks(result))
             ranked = _proxy_ranking(result)
-        if profile.device.runs_here and latency is not None:
+        if profile.device.runs_here and getattr(latency, "source", None) in REMEASURED:
             from gtn_nas.search.remeasure import remeasure_picks
 
             picks, notes, check = remeasure_picks(space, profile, result.picks, ranked,
@@ -121,6 +135,20 @@ def search_devices(space: SupernetSpace, profiles: list, *, scorer, scored_by: s
             result.notes.extend(notes)
         results[profile.name] = result
     return results
+
+
+def recorded(latency, space: SupernetSpace, profile, folder: Path):
+    """``latency`` (a measured model) timing each student once for this search and keeping
+    the timings in ``folder/latencies-<device>.json`` (:mod:`gtn_nas.search.recorded_latency`),
+    so that a resumed search sees the latencies, budgets and candidates it saw before."""
+    from gtn_nas.config import to_plain
+    from gtn_nas.hardware.latency import student_input_shape
+    from gtn_nas.search.recorded_latency import RecordedLatency, file_name
+
+    identity = {"device": profile.name, "source": latency.source,
+                "input": list(student_input_shape(space, profile)), "space": space.spec,
+                "options": to_plain(space.options)}
+    return RecordedLatency(latency, folder / file_name(profile.name), identity)
 
 
 def _budget_line(budgets) -> str:
