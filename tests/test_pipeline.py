@@ -16,7 +16,8 @@ TINY = {
     "teacher": {"teacher": "tiny", "train": {"epochs": 2, "max_steps_per_epoch": 3,
                                              "batch_size": 32},
                 "pretrain_train": {"epochs": 1, "max_steps_per_epoch": 3, "batch_size": 32}},
-    "search": {"budget_evals": 12, "budget_students": 8, "halving": {"candidates": 3}},
+    "search": {"hw": ["host_cpu", "jetson"], "budget_evals": 12, "budget_students": 8,
+               "halving": {"candidates": 3}},
     "distill": {"train": {"epochs": 1, "max_steps_per_epoch": 3, "batch_size": 32}},
 }
 
@@ -75,6 +76,15 @@ def test_run_end_to_end_produces_every_artifact_its_report_names(capsys, tmp_pat
         search["budget_rule"]
     assert (out_dir / search["halving_png"]).is_file()
     assert "Picks chosen by **trained accuracy**" in report
+    # --hw jetson (its file's name) is the device jetson_orin_nano: budgets and picks of its
+    # own (its estimated latencies), each within its own budget, in the report beside the host
+    jetson = state["stages"]["search"]["devices"]["jetson_orin_nano"]
+    assert jetson["budgets"] != budgets and "on jetson_orin_nano (estimated)" in \
+        jetson["budget_rule"]
+    for tier, pick in jetson["picks"].items():
+        assert pick["latency_ms"] <= jetson["budgets"][tier]["latency_ms"]
+    assert "### host_cpu" in report and "### jetson_orin_nano" in report
+    assert (out_dir / "search" / "jetson_orin_nano" / "students" / "s.yaml").is_file()
     # each pick's search trial is its none job: reused, not trained again
     assert state["stages"]["distill"]["reused_trials"] == ["s", "m", "l"]
     for tier in ("s", "m", "l"):

@@ -175,8 +175,11 @@ def search_stage(config: RunConfig, run_dir: Path, teacher_path: Path,
         else None, space_override=config.teacher.space, data=splits, seed=config.seed)
     stage = config.search
     folder = run_dir / "search"
+    # by the device's name (what the results are keyed by), not the file's: --hw jetson
+    # loads jetson_orin_nano
+    profiles = {p.name: p for p in map(load_profile, stage.hw)}
     results = search_devices(
-        space, [load_profile(name) for name in stage.hw], scorer=scorer,
+        space, list(profiles.values()), scorer=scorer,
         scored_by=scorer.description, strategy=stage.strategy,
         budget_evals=stage.budget_evals, seed=config.seed, latency_mode=stage.latency,
         budget_rule=stage.budgets, budget_students=stage.budget_students, select=stage.select,
@@ -187,7 +190,7 @@ def search_stage(config: RunConfig, run_dir: Path, teacher_path: Path,
                               "devices": {}}
     for name, result in results.items():
         result.notes[:0] = score_notes
-        profile = dataclasses.replace(load_profile(name), budgets=result.budgets)
+        profile = dataclasses.replace(profiles[name], budgets=result.budgets)
         paths = save_search(result, folder / name, space, profile)
         record["devices"][name] = {
             "folder": str((folder / name).relative_to(run_dir)),
