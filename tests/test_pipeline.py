@@ -150,3 +150,13 @@ def test_a_partial_train_section_keeps_its_stages_defaults():
     assert config.distill.train == dataclasses.replace(default.distill.train, epochs=3)
     assert config.search.halving == dataclasses.replace(default.search.halving, candidates=5)
     assert config.teacher.pretrain_train == default.teacher.pretrain_train
+
+
+def test_the_reports_budget_check_allows_the_machines_spread_and_no_more():
+    from gtn_nas.run.report import _budget_check
+
+    assert _budget_check(0.10, 0.10, 0.01) == "yes"
+    assert _budget_check(0.101, 0.10, 0.01) == "yes (within the noise, +1%)"  # 2% floor
+    assert _budget_check(0.104, 0.10, 0.05) == "yes (within the noise, +4%)"
+    assert _budget_check(0.104, 0.10, 0.01) == "NO (+4%)"
+    assert _budget_check(0.101, 0.10, None) == "NO (+1%)"  # untrusted: no margin

@@ -30,6 +30,13 @@ _log = logging.getLogger(__name__)
 
 MAX_NOISE = 0.05
 MAX_LOAD = 1.3
+MIN_MARGIN = 0.02
+
+
+def noise_margin(noise: float | None) -> float:
+    """How far over its budget a re-measured pick may be and still count as within it: the
+    machine's own spread (the reference's), at least 2%."""
+    return 1.0 + max(noise or 0.0, MIN_MARGIN)
 
 
 def _reference(space: SupernetSpace, latency) -> tuple[dict, float | None]:
@@ -114,7 +121,7 @@ def remeasure_picks(space: SupernetSpace, profile, picks: dict, ranked: dict,
     picks = dict(picks)
     for tier, pick in list(picks.items()):
         limit = budgets[tier].get("latency_ms")
-        margin = 1.0 + max(noise, 0.02)
+        margin = noise_margin(noise)
         if limit is None or values[tier] <= limit * margin:
             continue
         others = {f"{tier}#{i}": c for i, c in enumerate(ranked[tier][1:1 + tries], start=1)}
@@ -137,7 +144,11 @@ def remeasure_picks(space: SupernetSpace, profile, picks: dict, ranked: dict,
                          f"normalised), over {limit:g} ms; replaced by the next best that "
                          f"measured within it")
         else:
+            why = ("the latency table may be stale: rebuild it with gtn-nas profile"
+                   if getattr(latency, "source", None) == "table" else
+                   "the search measured each student once, and a second measurement of so "
+                   "short a run differs by more than the reference's spread")
             notes.append(f"tier {tier}: the pick measured {values[tier]:.3f} ms (load-"
                          f"normalised), over {limit:g} ms, and no alternative fitted; kept it "
-                         f"(the latency table may be stale: rebuild it with gtn-nas profile)")
+                         f"({why})")
     return picks, notes, check
