@@ -413,7 +413,7 @@ def test_an_image_claiming_an_absurd_size_stops_with_its_name_or_is_skipped(tmp_
     assert torch.equal(skipped.train[1][0], skipped.train[2][0])
 
 
-@pytest.mark.parametrize("workers", [0, 1])
+@pytest.mark.parametrize("workers", [0, pytest.param(1, marks=pytest.mark.slow)])
 def test_train_teacher_on_a_corrupt_image_is_one_line_or_skips_it(tmp_path: Path, capsys,
                                                                   workers: int) -> None:
     """Also from a DataLoader worker process, whose error PyTorch re-raises with the worker's

@@ -221,9 +221,9 @@ def test_gtn_with_learned_sampler_resumes_exactly(data, tmp_path):
 
 @pytest.mark.parametrize("option", [
     "channels_last",
-    pytest.param("compile", marks=pytest.mark.skipif(
+    pytest.param("compile", marks=[pytest.mark.slow, pytest.mark.skipif(
         not (shutil.which("g++") or shutil.which("c++")),
-        reason="torch.compile on CPU needs a C++ compiler"))])
+        reason="torch.compile on CPU needs a C++ compiler")])])
 def test_cpu_speed_options_train_and_keep_the_checkpoint_format(data, tmp_path, option):
     """Opt-in speed-ups: the run learns like the default one (not bit for bit: other kernels)
     and its checkpoint loads into a plain (NCHW, eager) method."""

@@ -7,11 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from gtn_nas.hardware.profiles import load_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_custom_space_plugin_end_to_end(tmp_path):
     done = subprocess.run([sys.executable, str(ROOT / "examples" / "custom_space_end_to_end.py"),
                            "--quick", "--out", str(tmp_path / "run")], capture_output=True,
