@@ -287,9 +287,12 @@ def pool_tasks(out: Path, scale: Scale, pool: dict[str, Any]) -> list[dict[str, 
     """Every pool student and every pick of every search, each seed of POOL_SEEDS."""
     from gtn_nas.search.selection import sample_key
 
+    from regret_tables import searched_picks
+
     students = dict(pool["students"])
-    for file in sorted((out / "searches").glob("*.json")):
-        for pick in (read_json(file) or {}).get("picks", {}).values():
+    budgets = (read_json(out / "budgets.json") or {}).get("budgets", {})
+    for _, _, picks in searched_picks(out, budgets):
+        for pick in picks.values():
             students.setdefault(sample_key(pick["sample"]), {"sample": pick["sample"],
                                                              "latency_ms": pick["latency_ms"]})
     tasks = []

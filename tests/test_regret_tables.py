@@ -53,3 +53,24 @@ def test_the_replay_judges_picks_on_the_other_seed(tmp_path):
     fooled = tables.simulate(students, {"s": keys}, budgets, n=6, eta=3, first=1,
                              order="params")  # params order puts s0 first
     assert fooled["mean_regret"] == pytest.approx(5.0) and fooled["hit_rate"] == 0.0
+
+
+def test_best_within_budget_takes_the_most_accurate_finished_trial_of_any_tier():
+    """Planted trained search: tier m's pick (b) had to cost more than s's (a); the most
+    accurate finished trial within m's budget is a itself, so under the other rule m is a;
+    c (stopped early) and d (over l's budget) never count, so l is a too."""
+    def trial(key, ms, final, epochs=30):
+        return {"key": key, "sample": {"k": key}, "latency_ms": ms, "final": final,
+                "trained_epochs": epochs, "params": 1}
+
+    search = {"method": "trained", "seed": 0, "picks": {}, "selection": {
+        "s": {"rungs": [3, 10, 30], "trials": [trial("a", 0.05, 0.80)]},
+        "m": {"rungs": [3, 10, 30], "trials": [trial("b", 0.09, 0.78),
+                                               trial("c", 0.08, 0.95, epochs=10)]},
+        "l": {"rungs": [3, 10, 30], "trials": [trial("d", 0.50, 0.99)]}}}
+    budgets = {"s": {"latency_ms": 0.06}, "m": {"latency_ms": 0.1}, "l": {"latency_ms": 0.4}}
+    picks = tables.best_within_budget(search, budgets)
+    assert {tier: pick["sample"]["k"] for tier, pick in picks.items()} == \
+        {"s": "a", "m": "a", "l": "a"}
+    budgets["s"]["latency_ms"] = 0.04  # nothing finished fits: no pick rather than a guess
+    assert "s" not in tables.best_within_budget(search, budgets)
