@@ -18,23 +18,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from distill_overhead import cpu_model  # noqa: E402
+
 BEGIN, END = "<!-- default-seeds:begin -->", "<!-- default-seeds:end -->"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def run_seed(out: Path, seed: int, extra: list[str]) -> float | None:
