@@ -231,3 +231,27 @@ def test_budgets_come_from_each_devices_latencies(space):
     with pytest.raises(ConfigError, match="unknown budget rule"):
         device_budgets(space, host, by_params, rule="flops")
     assert latency_budgets([1.0, 2.0, 3.0, 4.0, 5.0])["l"] == TierBudget(latency_ms=4.6)
+
+
+def test_with_tiers_best_a_tier_takes_its_most_accurate_student_even_the_tier_belows(
+        space, planted, tmp_path):
+    """The planted search above under the other rule: m's most accurate student within its
+    budget is s's pick (95%, 1.1 ms), so m takes it and says the tiers coincide; the same
+    trials (nothing trained again) serve both rules."""
+    made = _candidates(space, 6, latency=lambda i: [1.0, 1.2, 1.1, 1.3, 2.0, 2.5][i])
+    s_own, m_own = made[:3], made[3:]
+    _plant(planted, s_own, [0.6, 0.9, 0.95])
+    _plant(planted, m_own, [0.7, 0.65, 0.6])
+    budgets = {"s": {"latency_ms": 1.25}, "m": {"latency_ms": 3.0}}
+    args = (space, {"s": s_own, "m": m_own}, budgets, _recipe(), tmp_path)
+    distinct = select_by_training(*args, device="dev", splits=object(),
+                                  halving=HalvingConfig(candidates=3))
+    trained = dict(planted.trained)
+    best = select_by_training(*args, device="dev", splits=object(),
+                              halving=HalvingConfig(candidates=3, tiers="best"))
+    assert planted.trained == trained  # the second choice trained nothing
+    assert distinct["m"].pick.key == sample_key(s_own[1].sample)
+    assert best["s"].pick.key == best["m"].pick.key == sample_key(s_own[2].sample)
+    assert "the same student as tier s's" in best["m"].notes[0]
+    with pytest.raises(ConfigError, match="tiers must be distinct or best"):
+        HalvingConfig(tiers="biggest").validate()

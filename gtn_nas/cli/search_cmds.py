@@ -190,7 +190,7 @@ def _search(args: argparse.Namespace, profiles, path: str) -> int:
                     "--data to choose them by trained accuracy", scored_by)
     tables = {profiles[0].name: args.latency_table} if args.latency_table else None
     halving = HalvingConfig(candidates=args.candidates, workers=args.workers,
-                            storage=args.storage)
+                            storage=args.storage, tiers=args.tiers)
     results = search_devices(
         space, profiles, scorer=scorer, scored_by=scored_by, strategy=args.strategy,
         budget_evals=args.budget_evals, seed=args.seed, latency_mode=args.latency_mode,
@@ -296,6 +296,11 @@ def register(commands) -> None:
                         help="Optuna storage URL of the trials (default: sqlite file in "
                              "--out); a database several machines reach lets each run "
                              "workers on one search")
+    search.add_argument("--tiers", choices=("distinct", "best"), default="distinct",
+                        help="with --select trained: distinct (default): each tier's pick "
+                             "costs more than the tier below's; best: each tier takes the "
+                             "most accurate student within its budget, and tiers coincide "
+                             "where a larger budget buys no accuracy")
     search.add_argument("--strategy", default="evolution", help="evolution (default) or random")
     search.add_argument("--budgets", default="auto", choices=("auto", "profile", "latency"),
                         help="auto (default): the profile's budgets where its input is the "

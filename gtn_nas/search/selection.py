@@ -52,6 +52,9 @@ from gtn_nas.search.trials import (STORAGE_NAME, _drain, _history, _load_study,
 _log = logging.getLogger(__name__)
 
 
+TIER_RULES = ("distinct", "best")
+"""How a tier's pick relates to the tier below's (:attr:`HalvingConfig.tiers`)."""
+
 
 @dataclass
 class HalvingConfig:
@@ -69,6 +72,11 @@ class HalvingConfig:
         workers: Local worker processes pulling trials (1: in this process, deterministic).
         storage: An Optuna storage URL (None: ``sqlite:///<folder>/trials.db``); a database
             that several machines reach lets each run workers on one search.
+        tiers: ``distinct``: each tier's pick costs more than the tier below's (the most
+            accurate such candidate, where the most accurate one within the budget is not);
+            ``best``: each tier takes the most accurate candidate within its budget, and
+            tiers coincide where a larger budget buys no accuracy (said in a note). Only the
+            final choice differs: the same trials serve both.
     """
 
     candidates: int = 9
@@ -77,6 +85,7 @@ class HalvingConfig:
     band: float = 0.5
     workers: int = 1
     storage: str | None = None
+    tiers: str = "distinct"
 
     def validate(self) -> None:
         checks = [(_is_int(self.candidates) and self.candidates >= 1,
@@ -89,7 +98,9 @@ class HalvingConfig:
                   (isinstance(self.band, (int, float)) and not isinstance(self.band, bool)
                    and 0 <= self.band < 1, f"band must be in [0, 1), got {self.band!r}"),
                   (_is_int(self.workers) and self.workers >= 1,
-                   f"workers must be an integer >= 1, got {self.workers!r}")]
+                   f"workers must be an integer >= 1, got {self.workers!r}"),
+                  (self.tiers in TIER_RULES,
+                   f"tiers must be {' or '.join(TIER_RULES)}, got {self.tiers!r}")]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(f"search.halving: {message}")
@@ -291,7 +302,8 @@ def select_by_training(space, proposals: Mapping[str, list], budgets: Mapping[st
         trained.update({r.key: r for r in records if r.final is not None})
         chosen[tier] = records
     by_key = {sample_key(c.sample): c for cs in proposals.values() for c in cs}
-    return _choose(chosen, trained, by_key, budgets, halving.rungs(epochs))
+    return _choose(chosen, trained, by_key, budgets, halving.rungs(epochs),
+                   distinct=halving.tiers == "distinct")
 
 
 def _prepare_study(storage, prefix: str, context: dict[str, Any], keys: list[str]) -> str:
@@ -373,11 +385,13 @@ def _trial_records(study, candidates: list, folder: Path, seed: int) -> list[Tri
 
 def _choose(records: dict[str, list[TrialRecord]], trained: dict[str, TrialRecord],
             by_key: Mapping[str, Any], budgets: Mapping[str, Mapping[str, float]],
-            rungs: list[int]) -> dict[str, TierSelection]:
+            rungs: list[int], *, distinct: bool = True) -> dict[str, TierSelection]:
     """Each tier's pick: the most accurate candidate after the full recipe among *every*
     candidate this device's search trained to the end that fits the tier's budget (a tier's
-    own trials and those of other tiers alike), then costlier than the tier below (where the
-    most accurate one is not, the most accurate one that is, said in a note)."""
+    own trials and those of other tiers alike); with ``distinct``, costlier than the tier
+    below (where the most accurate one is not, the most accurate one that is, said in a
+    note), else the most accurate one even where it is the tier below's pick (a note says the
+    tiers coincide)."""
     chosen: dict[str, TierSelection] = {}
     previous: TrialRecord | None = None
     previous_tier = ""
@@ -390,7 +404,10 @@ def _choose(records: dict[str, list[TrialRecord]], trained: dict[str, TrialRecor
                               f"search's log); run the search again to continue it")
         notes = []
         pick = fitting[0]
-        if previous is not None and _cost(pick) <= _cost(previous):
+        if not distinct and previous is not None and pick.key == previous.key:
+            notes.append(f"the same student as tier {previous_tier}'s: no candidate within "
+                         f"this tier's larger budget is more accurate")
+        elif distinct and previous is not None and _cost(pick) <= _cost(previous):
             costlier = [r for r in fitting if _cost(r) > _cost(previous)]
             if costlier:
                 notes.append(f"its most accurate candidate ({pick.key}, "
