@@ -41,7 +41,8 @@ RUN = {"data": {"name": "digits", "limit": 300}, "seed": 0,
                                                 "batch_size": 32}},
        # estimated latency: measured budgets would follow the machine's load, so the reference
        # and the killed run would search under different budgets
-       "search": {"budget_evals": 6, "latency": "estimate"},
+       "search": {"budget_evals": 6, "latency": "estimate", "budget_students": 20,
+                  "halving": {"candidates": 3}},
        "distill": {"baselines": [],
                    "train": {"epochs": 1, "max_steps_per_epoch": 3, "batch_size": 32}}}
 SEED = 20261201

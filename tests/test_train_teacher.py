@@ -67,9 +67,12 @@ def test_ddp_two_processes_train_what_one_process_trains(tmp_path):
     exe = shutil.which("gtn-nas")
     common = [exe, "train-teacher", "--method", "standard", "--teacher", "tiny",
               "--teacher-option", "norm=none", *QUICK]
-    subprocess.run(common + ["--out", str(tmp_path / "one")], check=True, capture_output=True)
+    one_process = subprocess.Popen(common + ["--out", str(tmp_path / "one")],  # beside it
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     done = subprocess.run(common + ["--devices", "2", "--strategy", "ddp", "--out",
                                     str(tmp_path / "two")], capture_output=True, text=True)
+    _, one_err = one_process.communicate(timeout=300)
+    assert one_process.returncode == 0, one_err[-2000:]
     assert done.returncode == 0, done.stderr[-2000:]
     assert "Starting with 2 processes" in done.stdout + done.stderr
     one = torch.load(tmp_path / "one" / "teacher.pt", weights_only=True)["state_dict"]
