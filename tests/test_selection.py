@@ -255,3 +255,21 @@ def test_with_tiers_best_a_tier_takes_its_most_accurate_student_even_the_tier_be
     assert "the same student as tier s's" in best["m"].notes[0]
     with pytest.raises(ConfigError, match="tiers must be distinct or best"):
         HalvingConfig(tiers="biggest").validate()
+
+
+def test_a_rung_that_cannot_tell_its_candidates_apart_is_named():
+    """Planted curves: at epoch 1 all three sit at 10.0-10.5% and one stops there (a coin
+    toss, named); at epoch 3 they spread over 30 points (a real cut, not named)."""
+    from gtn_nas.search.selection import TrialRecord, blind_rungs
+
+    def record(key, values, final, epochs):
+        return TrialRecord(key, {}, 1.0, 1.0, 1, 0.0, "complete", values, final, epochs)
+
+    records = [record("a", {1: 0.100, 3: 0.50, 9: 0.8}, 0.8, 9),
+               record("b", {1: 0.105, 3: 0.20}, None, 3),
+               record("c", {1: 0.101}, None, 1)]
+    notes = blind_rungs(records, [1, 3, 9])
+    assert len(notes) == 1 and notes[0].startswith("at epoch 1 its 3 candidates were within "
+                                                   "0.5 points")
+    assert "so the 1 it stopped there" in notes[0]
+    assert blind_rungs(records, [1, 3, 9], spread=0.004) == []

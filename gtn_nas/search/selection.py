@@ -432,9 +432,34 @@ def _choose(records: dict[str, list[TrialRecord]], trained: dict[str, TrialRecor
                    f"to the end that cost more than tier {previous_tier}'s pick{own}")
         why += (f"; {len(tier_records)} candidates entered successive halving for this tier "
                 f"(rungs at epochs {', '.join(map(str, rungs))})")
+        notes += blind_rungs(tier_records, rungs)
         chosen[tier] = TierSelection(tier, rungs, tier_records, pick, why, notes)
         previous, previous_tier = pick, tier
     return chosen
+
+
+BLIND_SPREAD = 0.02
+"""A rung whose candidates' validation top-1 all lie within this of each other could not
+tell them apart (two points: about twice the standard error of a 1,000-image split)."""
+
+
+def blind_rungs(records: list[TrialRecord], rungs: list[int],
+                spread: float = BLIND_SPREAD) -> list[str]:
+    """A note for each rung before the last where some candidates stopped although every
+    candidate's validation top-1 there was within ``spread`` of the others (e.g. all still
+    at chance): that cut was a coin toss, and longer rungs (``halving.min_epochs``) would
+    rank them."""
+    notes = []
+    for rung in rungs[:-1]:
+        values = [r.values[rung] for r in records if rung in r.values]
+        stopped = sum(1 for r in records if r.trained_epochs == rung and r.final is None)
+        if len(values) >= 2 and stopped and max(values) - min(values) < spread:
+            notes.append(f"at epoch {rung} its {len(values)} candidates were within "
+                         f"{(max(values) - min(values)) * 100:.1f} points of each other "
+                         f"({min(values) * 100:.1f}-{max(values) * 100:.1f}%), so the {stopped} "
+                         f"it stopped there were not told apart from the rest; longer rungs "
+                         f"(search.halving.min_epochs) would rank them")
+    return notes
 
 
 def _cost(record: TrialRecord) -> float:
