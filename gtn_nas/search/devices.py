@@ -29,6 +29,7 @@ from typing import Any, Callable, Mapping
 
 from gtn_nas.errors import ConfigError
 from gtn_nas.search.budgets import device_budgets
+from gtn_nas.search.recorded_latency import RecordedLatency
 from gtn_nas.search.strategy import MemoScorer, SearchResult, run_search
 from gtn_nas.space.supernet import SupernetSpace
 
@@ -106,7 +107,7 @@ def search_devices(space: SupernetSpace, profiles: list, *, scorer, scored_by: s
             latency = recorded(latency, space, profile, Path(folder))
         budgets, rule = device_budgets(space, profile, latency, rule=budget_rule,
                                        students=budget_students, seed=seed)
-        if hasattr(latency, "save"):
+        if isinstance(latency, RecordedLatency):
             latency.save()
         profile = dataclasses.replace(profile, budgets=budgets)
         if say is not None:
@@ -115,7 +116,7 @@ def search_devices(space: SupernetSpace, profiles: list, *, scorer, scored_by: s
                             seed=seed, scorer=shared, scored_by=scored_by, remeasure=False,
                             latency=latency, progress=progress)
         result.budget_rule = rule
-        if hasattr(latency, "save"):
+        if isinstance(latency, RecordedLatency):
             latency.save()
             if latency.reused and say is not None:
                 say(f"{profile.name}: {latency.reused} latencies read from this search's "
@@ -143,7 +144,7 @@ def recorded(latency, space: SupernetSpace, profile, folder: Path):
     so that a resumed search sees the latencies, budgets and candidates it saw before."""
     from gtn_nas.config import to_plain
     from gtn_nas.hardware.latency import student_input_shape
-    from gtn_nas.search.recorded_latency import RecordedLatency, file_name
+    from gtn_nas.search.recorded_latency import file_name
 
     identity = {"device": profile.name, "source": latency.source,
                 "input": list(student_input_shape(space, profile)), "space": space.spec,
