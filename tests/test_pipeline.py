@@ -69,7 +69,13 @@ def test_run_end_to_end_produces_every_artifact_its_report_names(capsys, tmp_pat
     search = state["stages"]["search"]["devices"]["host_cpu"]
     picks, budgets = search["picks"], search["budgets"]
     latency = [picks[t]["latency_ms"] for t in ("s", "m", "l")]
-    assert latency == sorted(latency) and len(set(latency)) == 3  # distinct, growing s -> l
+    # growing s -> l; a tier equal to the one below only where no trained candidate within its
+    # budget cost more (measured latencies decide that here), and then its notes say so
+    assert latency == sorted(latency)
+    for lower, tier in (("s", "m"), ("m", "l")):
+        if picks[tier]["latency_ms"] == picks[lower]["latency_ms"]:
+            assert any("the two tiers coincide" in note
+                       for note in search["selection"][tier]["notes"]), tier
     for tier, pick in picks.items():  # chosen by trained accuracy, within the tier's budget
         assert pick["latency_ms"] <= budgets[tier]["latency_ms"] and 0 < pick["val_acc"] <= 1
     assert "latency percentiles 25/50/90 of 8 random students on host_cpu" in \
